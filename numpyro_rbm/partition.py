@@ -1,0 +1,268 @@
+r"""Exact log-partition function and exact sampling by enumerating the smaller layer.
+
+For an RBM whose smaller discrete layer has :math:`n` units, summing the other layer out in
+closed form leaves a sum over :math:`2^n` states; e.g. enumerating the hidden layer,
+
+.. math::
+
+    \log Z = \log \sum_h \exp\big(-F_h(h)\big),
+    \qquad -F_h(h) = c^\top h + \log\mu_h(h) + \sum_i A_v\big(b_i + (W h)_i\big).
+
+The :math:`2^n` states are split into a fixed *low* block of :math:`k` units, enumerated once
+(its :math:`2^k \times m` field contribution :math:`H_{\text{low}} W_{\text{low}}` is computed
+once), and :math:`2^{n-k}` *high* prefixes visited one chunk at a time with ``lax.map``. A chunk
+then costs one broadcast add and :math:`2^k m` log-partition evaluations, no matmul, and memory
+stays at one chunk whatever :math:`n` is. Chunk log-sum-exps are combined in log space.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from .core import RBMParams, sample_hidden, sample_visible
+from .units import UnitType
+
+__all__ = [
+    "MAX_ENUMERABLE_UNITS",
+    "EnumerationTooLarge",
+    "log_partition",
+    "sample_exact",
+    "all_states",
+    "enumerated_layer",
+]
+
+#: Default limit on the number of units in the enumerated layer (2**30 states).
+MAX_ENUMERABLE_UNITS = 30
+
+# Elements of the (2^k, m) field block of one chunk; 2^22 float32 values = 16 MiB.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+class EnumerationTooLarge(ValueError):
+    """Raised when exact enumeration would visit more states than the limit allows."""
+
+
+class _Layout(NamedTuple):
+    """The enumerated layer ("own") and the one summed out in closed form ("other")."""
+
+    layer: str  # "visible" or "hidden": which layer is enumerated
+    n: int
+    own_units: UnitType
+    other_units: UnitType
+    weights: jax.Array  # (..., n, m): own x other
+    own_bias: jax.Array  # (..., n)
+    other_bias: jax.Array  # (..., m)
+
+
+def enumerated_layer(params: RBMParams, max_units: int | None = MAX_ENUMERABLE_UNITS) -> str:
+    """Which layer exact computations enumerate: the smaller layer of discrete units.
+
+    Raises:
+        EnumerationTooLarge: if that layer has more than ``max_units`` units, or neither
+            layer is discrete.
+    """
+    candidates = [
+        (n, name)
+        for n, name, units in (
+            (params.n_hidden, "hidden", params.hidden_units),
+            (params.n_visible, "visible", params.visible_units),
+        )
+        if units.enumerable
+    ]
+    if not candidates:
+        raise EnumerationTooLarge(
+            "exact enumeration needs a layer of discrete units; this RBM has none. "
+            "Estimate log Z with annealed importance sampling instead."
+        )
+    n, name = min(candidates)
+    if max_units is not None and n > max_units:
+        raise EnumerationTooLarge(
+            f"exact enumeration sums over 2^{n} states of the {name} layer ({n} units), above "
+            f"the limit max_units={max_units}. Estimate log Z with annealed importance "
+            "sampling (numpyro_rbm.ais(params, key)), or raise max_units if you can afford "
+            f"2^{n} evaluations."
+        )
+    return name
+
+
+def _layout(params: RBMParams, max_units) -> _Layout:
+    layer = enumerated_layer(params, max_units)
+    if layer == "hidden":
+        return _Layout(
+            "hidden",
+            params.n_hidden,
+            params.hidden_units,
+            params.visible_units,
+            jnp.swapaxes(params.weights, -1, -2),
+            params.hidden_bias,
+            params.visible_bias,
+        )
+    return _Layout(
+        "visible",
+        params.n_visible,
+        params.visible_units,
+        params.hidden_units,
+        params.weights,
+        params.visible_bias,
+        params.hidden_bias,
+    )
+
+
+def _bits(index, n_bits: int, dtype):
+    """Bit ``i`` of each integer in ``index``, as an array ``(..., n_bits)``."""
+    return ((index[..., None] >> jnp.arange(n_bits, dtype=index.dtype)) & 1).astype(dtype)
+
+
+def all_states(n: int, units: UnitType | str = "bernoulli", dtype=jnp.float32):
+    """All ``2**n`` states of ``n`` two-state units, shape ``(2**n, n)``; row ``i`` holds the
+    bits of ``i`` (unit 0 is the least significant bit) mapped to the unit's values."""
+    from .units import as_unit_type
+
+    units = as_unit_type(units)
+    if n > 24:
+        raise EnumerationTooLarge(f"all_states materialises 2^{n} rows; use n <= 24")
+    return units.states_from_bits(_bits(jnp.arange(2**n, dtype=jnp.int32), n, dtype))
+
+
+def _chunk_bits(n: int, m: int, chunk_bits: int | None) -> int:
+    if chunk_bits is not None:
+        if chunk_bits < 0:
+            raise ValueError(f"chunk_bits must be >= 0, got {chunk_bits}")
+        return min(chunk_bits, n)
+    return max(0, min(n, int(math.log2(max(1, _CHUNK_ELEMENTS // max(m, 1))))))
+
+
+def _chunk_logits_fn(lay: _Layout, k: int):
+    """Returns ``logits(high_index) -> (2^k,)`` of -F_own for the states of one chunk."""
+    n = lay.n
+    dtype = lay.weights.dtype
+    low_states = lay.own_units.states_from_bits(_bits(jnp.arange(2**k, dtype=jnp.int32), k, dtype))
+    low_field = low_states @ lay.weights[:k]  # (2^k, m), computed once
+    low_own = low_states @ lay.own_bias[:k] + lay.own_units.base_log_measure(low_states)
+    w_high, b_high = lay.weights[k:], lay.own_bias[k:]
+
+    def logits(high_index):
+        high_state = lay.own_units.states_from_bits(_bits(high_index, n - k, dtype))
+        high_field = lay.other_bias + high_state @ w_high
+        high_own = high_state @ b_high + lay.own_units.base_log_measure(high_state)
+        return low_own + high_own + lay.other_units.log_partition(low_field + high_field)
+
+    return logits
+
+
+def _chunk_log_z(lay: _Layout, k: int):
+    """Log-sum-exp of each chunk, shape ``(2^(n-k),)``."""
+    logits = _chunk_logits_fn(lay, k)
+    high = jnp.arange(2 ** (lay.n - k), dtype=jnp.int32)
+    return jax.lax.map(lambda j: logsumexp(logits(j)), high)
+
+
+def _flatten_batch(params: RBMParams) -> RBMParams:
+    """Broadcasts every array to ``params.batch_shape`` and flattens it to one leading axis."""
+    batch_shape = params.batch_shape
+    event_ndims = RBMParams(2, 1, 1, params.visible_units, params.hidden_units)
+    return jax.tree.map(
+        lambda x, nd: jnp.broadcast_to(x, batch_shape + x.shape[x.ndim - nd :]).reshape(
+            (-1,) + x.shape[x.ndim - nd :]
+        ),
+        params,
+        event_ndims,
+    )
+
+
+def _map_over_batch(fn, params: RBMParams, *args):
+    """Applies ``fn(single_params, *per_rbm_args)`` to each RBM of a batched ``params``, one at
+    a time (memory of one enumeration). ``args`` carry a leading flat batch axis."""
+    batch_shape = params.batch_shape
+    if not batch_shape:
+        return fn(params, *args)
+    out = jax.lax.map(lambda xs: fn(*xs), (_flatten_batch(params),) + args)
+    return jax.tree.map(lambda y: y.reshape(batch_shape + y.shape[1:]), out)
+
+
+def log_partition(
+    params: RBMParams,
+    *,
+    max_units: int | None = MAX_ENUMERABLE_UNITS,
+    chunk_bits: int | None = None,
+):
+    r"""Exact :math:`\log Z` by chunked enumeration of the smaller discrete layer.
+
+    Args:
+        params: the RBM; leading batch axes give one :math:`\log Z` per RBM.
+        max_units: refuse (with :class:`EnumerationTooLarge`) to enumerate more units than
+            this; ``None`` removes the limit.
+        chunk_bits: enumerate :math:`2^{\text{chunk\_bits}}` states per chunk (default: as
+            many as fit in about 16 MiB of fields).
+
+    Returns:
+        :math:`\log Z`, shape ``params.batch_shape``.
+    """
+    lay = _layout(params, max_units)
+    k = _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits)
+
+    def single(p):
+        return logsumexp(_chunk_log_z(_layout(p, None), k))
+
+    return _map_over_batch(single, params)
+
+
+def _sample_exact_single(key, params: RBMParams, num_samples: int, chunk_bits):
+    lay = _layout(params, None)
+    k = _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits)
+    chunk_lse = _chunk_log_z(lay, k)
+    logits = _chunk_logits_fn(lay, k)
+    key_chunk, key_low, key_other = jax.random.split(key, 3)
+    high = jax.random.categorical(key_chunk, chunk_lse, shape=(num_samples,))
+    low = jax.lax.map(
+        lambda args: jax.random.categorical(args[0], logits(args[1])),
+        (jax.random.split(key_low, num_samples), high),
+        batch_size=64,
+    )
+    index = (high.astype(jnp.int32) << k) | low.astype(jnp.int32)
+    own = lay.own_units.states_from_bits(_bits(index, lay.n, lay.weights.dtype))
+    if lay.layer == "hidden":
+        return sample_visible(key_other, params, own), own
+    return own, sample_hidden(key_other, params, own)
+
+
+def sample_exact(
+    key,
+    params: RBMParams,
+    sample_shape: tuple[int, ...] = (),
+    *,
+    max_units: int | None = MAX_ENUMERABLE_UNITS,
+    chunk_bits: int | None = 12,
+):
+    r"""Exact joint samples :math:`(v, h) \sim p(v, h)`.
+
+    The smaller layer is drawn from its exact marginal (:math:`p(h) \propto e^{-F_h(h)}` when
+    the hidden layer is smaller) in two stages, a chunk by its total mass and then a state
+    within the chunk, so memory stays at one chunk per draw; the other layer is then drawn
+    from its exact conditional.
+
+    Returns:
+        ``(v, h)`` of shapes ``sample_shape + params.batch_shape + (n_visible,)`` and
+        ``sample_shape + params.batch_shape + (n_hidden,)``.
+    """
+    _layout(params, max_units)  # raises early with a clear message when too large
+    sample_shape = tuple(sample_shape)
+    num_samples = math.prod(sample_shape)
+    batch_shape = params.batch_shape
+    keys = jax.random.split(key, math.prod(batch_shape)) if batch_shape else key
+    v, h = _map_over_batch(
+        lambda p, k: _sample_exact_single(k, p, num_samples, chunk_bits), params, keys
+    )
+    n_batch = len(batch_shape)
+
+    def to_sample_major(x):
+        # (*batch, num_samples, n) -> (*sample_shape, *batch, n)
+        x = jnp.moveaxis(x, n_batch, 0)
+        return x.reshape(sample_shape + batch_shape + x.shape[-1:])
+
+    return to_sample_major(v), to_sample_major(h)
