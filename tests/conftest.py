@@ -30,3 +30,42 @@ def x64():
     """Run a test in float64 (jax.enable_x64 is a context manager; no global state leaks)."""
     with jax.enable_x64(True):
         yield
+
+
+def state_index(x, units="bernoulli"):
+    """Row of ``brute_states(n, units)`` equal to each state in ``x`` (..., n), as int64."""
+    low, high = VALUES[units]
+    bits = (np.asarray(x, np.float64) - low) / (high - low)
+    assert np.all((bits == 0) | (bits == 1)), "states outside the unit's values"
+    n = bits.shape[-1]
+    # itertools.product varies the last unit fastest: unit 0 is the most significant bit.
+    return (bits @ (2.0 ** np.arange(n - 1, -1, -1))).astype(np.int64)
+
+
+def g_test_pvalue(observed, expected, min_expected=5.0):
+    """p-value of the likelihood-ratio (G) goodness-of-fit test of counts against expectations.
+
+    ``observed`` and ``expected`` have shape (groups, cells) (or (cells,)); each group is an
+    independent multinomial whose expected counts sum to its observed total. Per group, cells
+    expected fewer than ``min_expected`` counts are pooled into one cell (the chi-square
+    approximation of G needs moderate expected counts); the statistic and its degrees of
+    freedom (kept cells - 1 per group) add over groups.
+    """
+    from scipy import stats
+
+    observed = np.atleast_2d(np.asarray(observed, np.float64))
+    expected = np.atleast_2d(np.asarray(expected, np.float64))
+    assert observed.shape == expected.shape
+    np.testing.assert_allclose(observed.sum(-1), expected.sum(-1), rtol=1e-9)
+    g, dof = 0.0, 0
+    for o, e in zip(observed, expected, strict=True):
+        small = e < min_expected
+        o = np.append(o[~small], o[small].sum())
+        e = np.append(e[~small], e[small].sum())
+        keep = e > 0
+        assert not np.any(o[~keep]), "counts in cells of probability zero"
+        o, e = o[keep], e[keep]
+        nz = o > 0
+        g += 2.0 * np.sum(o[nz] * np.log(o[nz] / e[nz]))
+        dof += len(e) - 1
+    return float(stats.chi2.sf(g, dof)) if dof > 0 else 1.0

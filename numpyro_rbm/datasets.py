@@ -1,0 +1,307 @@
+r"""Data sets for RBMs: the bundled 8x8 digits, bars-and-stripes, and checked user files.
+
+Every loader returns a 2-D ``float32`` NumPy array with one example per row, holding the values
+of the visible units: :math:`\{0, 1\}` for Bernoulli units or :math:`\{-1, +1\}` for spins.
+Values outside that set (or ``NaN``, or a ragged CSV line) are refused with a
+:class:`ValueError` that names the file, the first offending rows and columns and their
+values, so a bad file is found before training rather than after.
+
+References:
+    * E. Alpaydin and C. Kaynak, *Optical Recognition of Handwritten Digits*, UCI Machine
+      Learning Repository (1998); bundled with scikit-learn as ``load_digits``.
+    * D. J. C. MacKay, *Information Theory, Inference, and Learning Algorithms* (2003),
+      ch. 43 (bars and stripes), and G. E. Hinton and T. J. Sejnowski, *Learning and
+      relearning in Boltzmann machines*, in *Parallel Distributed Processing* (1986).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from .units import as_unit_type
+
+__all__ = ["Dataset", "digits", "bars_and_stripes", "load"]
+
+# How many offending rows an error message lists before it says "and N more".
+_MAX_REPORTED = 5
+
+
+class Dataset(NamedTuple):
+    """A train/test split of a data set of flattened examples.
+
+    Attributes:
+        train: training examples, ``float32`` array ``(n_train, n_features)``.
+        test: held-out examples, ``float32`` array ``(n_test, n_features)``.
+        image_shape: ``(height, width)`` when the rows are flattened images (row-major),
+            else ``None``.
+        name: a short name for reports and file names.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    image_shape: tuple[int, int] | None
+    name: str
+
+
+def digits(
+    binarize: bool = True, threshold: float = 8, test_fraction: float = 0.2, seed: int = 0
+) -> Dataset:
+    r"""scikit-learn's bundled 8x8 handwritten digits (1797 images, no download needed).
+
+    Pixel intensities :math:`x \in \{0, \dots, 16\}` become :math:`\mathbb{1}[x \ge
+    \text{threshold}]` when ``binarize`` is true, and :math:`x / 16 \in [0, 1]` otherwise. The
+    rows are shuffled by a permutation drawn from ``numpy.random.default_rng(seed)`` and the
+    first :math:`\lfloor \text{test\_fraction} \cdot 1797 \rceil` go to the test set, so the
+    split is the same on every machine for a given seed.
+
+    Args:
+        binarize: threshold the images to :math:`\{0, 1\}` (what a Bernoulli RBM models).
+        threshold: the intensity (0..16) at or above which a pixel is on.
+        test_fraction: the share of images held out, strictly between 0 and 1.
+        seed: seed of the train/test permutation.
+
+    Returns:
+        A :class:`Dataset` with 64 features per row and ``image_shape == (8, 8)``.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    if binarize and not 0 < threshold <= 16:
+        raise ValueError(
+            f"threshold must be in (0, 16] (digit pixels range over 0..16), got {threshold!r}"
+        )
+    from sklearn.datasets import load_digits  # imported here: only this loader needs it
+
+    pixels = load_digits().data  # (1797, 64), float64 in 0..16
+    x = (pixels >= threshold) if binarize else pixels / 16.0
+    x = x.astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    if not 0 < n_test < len(x):
+        raise ValueError(
+            f"test_fraction={test_fraction!r} leaves {n_test} of {len(x)} images for testing; "
+            "choose a fraction that keeps at least one image in each set"
+        )
+    name = "digits" if binarize else "digits-gray"
+    return Dataset(x[order[n_test:]], x[order[:n_test]], (8, 8), name)
+
+
+def bars_and_stripes(n: int) -> np.ndarray:
+    r"""All distinct :math:`n \times n` bars-and-stripes images, flattened row-major.
+
+    An image is *stripes* when every row is constant (each of the :math:`2^n` choices of which
+    rows are on) and *bars* when every column is constant; the all-off and all-on images are
+    both, so there are :math:`2^{n+1} - 2` distinct patterns. The data distribution is uniform
+    over them, so the best achievable average log-likelihood is exactly
+    :math:`-\log(2^{n+1} - 2)`.
+
+    Args:
+        n: the side length, at least 1.
+
+    Returns:
+        A ``float32`` array of shape ``(2**(n + 1) - 2, n * n)`` in :math:`\{0, 1\}`: first
+        the stripes in binary-counting order of their rows, then the bars other than the two
+        constant images.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"bars_and_stripes needs an integer side length n >= 1, got {n!r}")
+    if n > 16:
+        raise ValueError(
+            f"bars_and_stripes({n}) would have 2^{n + 1} - 2 rows of {n * n} pixels; use n <= 16"
+        )
+    n = int(n)
+    codes = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # (2^n, n): which lines are on
+    stripes = np.repeat(codes[:, :, None], n, axis=2)  # row i constant, equal to codes[:, i]
+    bars = np.swapaxes(stripes, 1, 2)[1:-1]  # column j constant; drop all-off and all-on
+    images = np.concatenate([stripes, bars])
+    return images.reshape(len(images), n * n).astype(np.float32)
+
+
+# --- user files ---------------------------------------------------------------------------
+
+
+def load(path, units="bernoulli", *, key: str | None = None) -> np.ndarray:
+    r"""Loads a data file and checks that it holds valid visible states.
+
+    Supported formats: ``.npy``; ``.npz`` (its single array, or the array named ``key``);
+    ``.csv`` (comma-separated numbers, one example per line; a first line without numbers is
+    read as a header, blank lines and lines starting with ``#`` are skipped). NumPy files are
+    read with ``allow_pickle=False``, so loading never runs code from the file.
+
+    Args:
+        path: the file.
+        units: ``"bernoulli"`` (values must be 0 or 1) or ``"spin"`` (values must be -1 or
+            +1), or a :class:`~numpyro_rbm.units.UnitType`.
+        key: the array to read from a ``.npz`` file holding several.
+
+    Returns:
+        A ``float32`` array of shape ``(n_examples, n_visible)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for an unsupported extension, an unreadable or ragged file, an array that
+            is not 2-D or is empty, or values that are not finite or not in the unit's value
+            set; the message names the file and the first offending rows and columns.
+    """
+    unit = as_unit_type(units)
+    if not unit.enumerable:
+        raise ValueError(f"load checks two-state units only; got units={unit.name!r}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; pass a .npy, .npz or .csv file")
+    ext = os.path.splitext(path)[1].lower()
+    if key is not None and ext != ".npz":
+        raise ValueError(f"{path}: key={key!r} applies to .npz files only")
+    if ext == ".npy":
+        x = _read_npy(path)
+    elif ext == ".npz":
+        x = _read_npz(path, key)
+    elif ext == ".csv":
+        x = _read_csv(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
+    return _validate(x, path, unit)
+
+
+def _read_npy(path):
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # np.load would guess "pickle" for any other content
+            raise ValueError(f"{path}: not a valid .npy file (no NumPy header)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError:  # object arrays need pickle, which we refuse
+        raise ValueError(
+            f"{path}: cannot read as a numeric array (it holds Python objects, which this "
+            "loader refuses to unpickle); save a numeric array instead"
+        ) from None
+    except OSError as err:
+        raise ValueError(f"{path}: not a valid .npy file ({err})") from None
+
+
+def _read_npz(path, key):
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # .npz files are zip archives
+            raise ValueError(f"{path}: not a valid .npz file (not a zip archive)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a valid .npz file ({err})") from None
+    with archive:
+        names = list(archive.files)
+        if key is None:
+            if len(names) != 1:
+                raise ValueError(
+                    f"{path}: holds {len(names)} arrays {names}; choose one with key=NAME "
+                    "(--key NAME on the command line)"
+                )
+            key = names[0]
+        elif key not in names:
+            raise ValueError(f"{path}: has no array {key!r}; it holds {names}")
+        try:
+            return archive[key]
+        except ValueError:
+            raise ValueError(
+                f"{path}: cannot read array {key!r} as numbers (it holds Python objects, "
+                "which this loader refuses to unpickle); save a numeric array instead"
+            ) from None
+
+
+def _read_csv(path):
+    rows, lines = [], []
+    with open(path, newline="") as f:
+        for line_no, fields in enumerate(csv.reader(f), start=1):
+            fields = [s.strip() for s in fields]
+            if not fields or all(s == "" for s in fields) or fields[0].startswith("#"):
+                continue
+            values = [_parse_float(s) for s in fields]
+            if not rows and all(v is None for v in values):
+                continue  # a header line
+            bad = [j for j, v in enumerate(values) if v is None]
+            if bad:
+                j = bad[0]
+                raise ValueError(
+                    f"{path}: line {line_no} (data row {len(rows)}), column {j}: "
+                    f"{fields[j]!r} is not a number"
+                )
+            if rows and len(values) != len(rows[0]):
+                raise ValueError(
+                    f"{path}: ragged CSV: line {line_no} (data row {len(rows)}) has "
+                    f"{len(values)} values but line {lines[0]} (data row 0) has {len(rows[0])}"
+                )
+            rows.append(values)
+            lines.append(line_no)
+    if not rows:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(rows, dtype=np.float64)
+
+
+def _parse_float(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _validate(x, path, unit) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == bool:
+        x = x.astype(np.float32)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{path}: expected numbers, got an array of dtype {x.dtype}")
+    if x.ndim != 2:
+        hint = (
+            "reshape it to (n_examples, n_visible), e.g. x.reshape(len(x), -1)"
+            if x.ndim > 2
+            else "save it as a 2-D array (n_examples, n_visible), e.g. x.reshape(1, -1) for "
+            "one example"
+        )
+        raise ValueError(
+            f"{path}: expected a 2-D array (one example per row), got shape {x.shape}; {hint}"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{path}: empty array of shape {x.shape}")
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(
+            f"{path}: non-finite values (NaN or inf) at {_where(~finite, x)}; "
+            "remove or impute those entries"
+        )
+    low, high = unit.values
+    ok = (x == low) | (x == high)
+    if not ok.all():
+        raise ValueError(
+            f"{path}: values must be {_fmt(low)} or {_fmt(high)} for {unit.name} units, found "
+            f"{_where(~ok, x)}{_units_hint(x, unit)}"
+        )
+    return x.astype(np.float32)
+
+
+def _where(bad, x) -> str:
+    """'row r, column c (value v); ...' for the first few offending rows."""
+    rows = np.flatnonzero(bad.any(axis=1))
+    parts = []
+    for r in rows[:_MAX_REPORTED]:
+        cols = np.flatnonzero(bad[r])
+        shown = ", ".join(f"{c} (value {_fmt(x[r, c])})" for c in cols[:_MAX_REPORTED])
+        more = f" and {len(cols) - _MAX_REPORTED} more" if len(cols) > _MAX_REPORTED else ""
+        parts.append(f"row {r}, column{'s' if len(cols) > 1 else ''} {shown}{more}")
+    extra = f"; and {len(rows) - _MAX_REPORTED} more rows" if len(rows) > _MAX_REPORTED else ""
+    return "; ".join(parts) + extra + f" (rows and columns count from 0; {len(rows)} bad rows)"
+
+
+def _units_hint(x, unit) -> str:
+    for other in ("spin", "bernoulli"):
+        lo, hi = as_unit_type(other).values
+        if other != unit.name and np.isin(x, (lo, hi)).all():
+            return f"; the file holds {other} values ({_fmt(lo)}/{_fmt(hi)}): use units={other!r}"
+    return ""
+
+
+def _fmt(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)

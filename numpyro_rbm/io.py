@@ -1,0 +1,173 @@
+r"""Saving and loading RBM parameters and training checkpoints, without pickle.
+
+Every file is a NumPy ``.npz`` archive of plain numeric arrays plus one string array holding
+JSON metadata (format version, unit types, user metadata). Files are read with
+``numpy.load(..., allow_pickle=False)``, so loading never executes code: an archive holding an
+object array (which NumPy can only store by pickling) is refused with a :class:`ValueError`.
+
+Writes are atomic: the archive is written to a temporary file in the destination folder,
+flushed to disk, and moved over the destination with :func:`os.replace`, so a crash or a full
+disk leaves either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import jax.numpy as jnp
+import numpy as np
+
+from .core import RBMParams
+
+__all__ = [
+    "FORMAT_VERSION",
+    "save_params",
+    "load_params",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+#: Version written into every file's metadata; bump when the layout changes.
+FORMAT_VERSION = 1
+
+_META_KEY = "__metadata__"
+_PARAM_KEYS = ("weights", "visible_bias", "hidden_bias")
+
+
+def _atomic_savez(path, arrays: dict, metadata: dict) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise TypeError(f"array {name!r} has dtype object, which cannot be saved safely")
+    payload = {name: np.asarray(value) for name, value in arrays.items()}
+    payload[_META_KEY] = np.asarray(json.dumps(metadata))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _safe_load(path) -> tuple[dict, dict]:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a numpyro-rbm file (an .npz archive of numeric arrays written by "
+            f"numpyro_rbm.io); files that need pickle are refused because loading them can "
+            f"execute code. Details: {err}"
+        ) from err
+    if _META_KEY not in arrays:
+        raise ValueError(
+            f"{path} has no {_META_KEY!r} entry; it was not written by numpyro_rbm.io"
+        )
+    metadata = json.loads(str(arrays.pop(_META_KEY)))
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {version!r}; this numpyro-rbm reads version "
+            f"{FORMAT_VERSION}"
+        )
+    return arrays, metadata
+
+
+def save_params(path, params: RBMParams, metadata: dict | None = None) -> None:
+    """Saves parameters (and JSON-serialisable ``metadata``) to an ``.npz`` file, atomically.
+
+    Args:
+        path: destination file; parent folders are created.
+        params: the RBM. Arrays are stored in their own dtype (float32 or float64).
+        metadata: optional dictionary of JSON-serialisable values, returned by
+            :func:`load_params`.
+    """
+    if not isinstance(params, RBMParams):
+        raise TypeError(f"save_params needs an RBMParams, got {type(params).__name__}")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": "rbm_params",
+        "visible_units": params.visible_units.name,
+        "hidden_units": params.hidden_units.name,
+        "metadata": {} if metadata is None else metadata,
+    }
+    try:
+        json.dumps(meta)
+    except TypeError as err:
+        raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
+    arrays = {name: np.asarray(getattr(params, name)) for name in _PARAM_KEYS}
+    _atomic_savez(path, arrays, meta)
+
+
+def load_params(path) -> tuple[RBMParams, dict]:
+    """Loads parameters written by :func:`save_params`; never executes code.
+
+    Returns:
+        ``(params, metadata)``; the arrays keep the dtype they were saved in (float64 arrays
+        become float64 JAX arrays only when ``jax_enable_x64`` is on).
+
+    Raises:
+        ValueError: if the file is not an archive written by :func:`save_params`, needs
+            pickle, or has inconsistent shapes.
+    """
+    arrays, meta = _safe_load(path)
+    if meta.get("kind") != "rbm_params":
+        raise ValueError(f"{path} holds a {meta.get('kind')!r}, not RBM parameters")
+    missing = [k for k in _PARAM_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks the arrays {missing}")
+    w, b, c = (arrays[k] for k in _PARAM_KEYS)
+    if w.ndim < 2 or b.shape[-1:] != w.shape[-2:-1] or c.shape[-1:] != w.shape[-1:]:
+        raise ValueError(
+            f"{path} has inconsistent shapes: weights {w.shape}, visible_bias {b.shape}, "
+            f"hidden_bias {c.shape}"
+        )
+    params = RBMParams(
+        jnp.asarray(w),
+        jnp.asarray(b),
+        jnp.asarray(c),
+        visible_units=meta["visible_units"],
+        hidden_units=meta["hidden_units"],
+    )
+    return params, meta["metadata"]
+
+
+def save_checkpoint(path, arrays: dict, metadata: dict) -> None:
+    """Saves a training checkpoint: named numeric arrays plus JSON metadata, atomically.
+
+    Args:
+        path: destination file.
+        arrays: ``{name: array}`` of numeric arrays (parameters, optimiser state leaves,
+            persistent chains, PRNG key data).
+        metadata: JSON-serialisable dictionary (epoch, history, settings).
+    """
+    meta = {"format_version": FORMAT_VERSION, "kind": "checkpoint", "metadata": metadata}
+    _atomic_savez(path, arrays, meta)
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """Loads a checkpoint written by :func:`save_checkpoint`; never executes code.
+
+    Returns:
+        ``(arrays, metadata)`` with NumPy arrays.
+    """
+    arrays, meta = _safe_load(path)
+    if meta.get("kind") != "checkpoint":
+        raise ValueError(f"{path} holds a {meta.get('kind')!r}, not a training checkpoint")
+    return arrays, meta["metadata"]

@@ -1,0 +1,280 @@
+"""The `numpyro-rbm` command end to end, on tiny budgets, in temporary folders."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import brute_joint_log_weights
+from scipy.special import logsumexp
+from scipy.stats import chisquare
+
+from numpyro_rbm import cli, datasets, training
+from numpyro_rbm import io as rbm_io
+
+FIGURES = ("learning_curves.png", "filters.png", "samples.png", "chains_rank.png")
+
+
+def run_cli(*argv):
+    """``main(argv)`` in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def exact_log_p(params, x):
+    """log p(v) for each row of x by brute-force enumeration of all joint states."""
+    V, _, table = brute_joint_log_weights(params.weights, params.visible_bias, params.hidden_bias)
+    log_pv = logsumexp(table, axis=1) - logsumexp(table)  # marginal of every visible state
+    index = {tuple(v): i for i, v in enumerate(V)}
+    return np.array([log_pv[index[tuple(row)]] for row in np.asarray(x, np.float64)]), log_pv, V
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A run trained on 2x2 bars-and-stripes (4 visible units), 4 hidden units, 2 epochs,
+    interrupted (Ctrl-C) during epoch 2 and finished with --resume."""
+    folder = tmp_path_factory.mktemp("cli")
+    data = np.tile(datasets.bars_and_stripes(2), (4, 1))  # 24 rows of 4 units
+    data_file = folder / "bars.npy"
+    np.save(data_file, data)
+    run = folder / "run"
+    fit = training.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def ctrl_c(epoch, params, metrics):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+        return fit(*args, **kwargs, callbacks=(ctrl_c,))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "fit", interrupted_fit)
+        code, _, err = run_cli(
+            "train", "--data", data_file, "--hidden", 4, "--epochs", 2, "--batch-size", 4,
+            "--chains", 8, "--diagnostic-sweeps", 60, "--image-shape", "2x2", "--out", run,
+            "--quiet",
+        )  # fmt: skip
+    assert code == 130 and f"numpyro-rbm train --out {run} --resume" in err
+    assert not (run / "model.npz").exists()
+    # Only --resume: data, sizes, epochs and seed come from the run's config.json.
+    code, out, err = run_cli("train", "--out", run, "--resume", "--quiet")
+    assert code == 0, err
+    return dict(folder=folder, run=run, data_file=data_file, data=data, out=out)
+
+
+def test_train_writes_a_complete_run_folder(tiny):
+    run = tiny["run"]
+    params, meta = rbm_io.load_params(run / "model.npz")
+    assert params.weights.shape == (4, 4) and params.weights.dtype == np.float32
+    assert meta["image_shape"] == [2, 2] and meta["units"] == "bernoulli"
+
+    history = json.loads((run / "history.json").read_text())
+    assert "epoch" in history and "reconstruction_error" in history
+    with open(run / "history.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(history)  # same columns, same values
+    assert len(rows) - 1 == len(history["epoch"])
+    for name, column in zip(rows[0], zip(*rows[1:], strict=True), strict=True):
+        np.testing.assert_allclose([float(c) for c in column], history[name])
+
+    for name in FIGURES + ("chains_trace.png",):
+        image = matplotlib.image.imread(run / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 100, name
+        assert image[..., :3].std() > 0.05, f"{name} looks blank"
+    assert (run / "config.json").exists()
+
+
+def test_train_reports_the_exact_test_log_likelihood(tiny):
+    run, data = tiny["run"], tiny["data"]
+    summary = json.loads((run / "summary.json").read_text())
+    params, _ = rbm_io.load_params(run / "model.npz")
+    # The CLI's held-out rows: a 0.2 split of the 24 rows by the seeded permutation.
+    order = np.random.default_rng(0).permutation(len(data))
+    test = data[order[: round(0.2 * len(data))]]
+    brute, _, _ = exact_log_p(params, test)
+    assert summary["n_test"] == len(test) == 5
+    assert summary["log_likelihood_method"] == "exact"
+    np.testing.assert_allclose(summary["test_log_likelihood"], brute.mean(), atol=1e-4)
+    printed = re.search(r"test log-likelihood \(exact\): (-?\d+\.\d+)", tiny["out"])
+    assert printed, tiny["out"]
+    assert float(printed.group(1)) == pytest.approx(brute.mean(), abs=1e-3)
+    # The chain verdict: R-hat and ESS of the free energy, and a line saying what they mean.
+    chains = summary["chains"]
+    assert chains["ok"] == (chains["rhat"] <= cli.RHAT_MAX and chains["ess_bulk"] >= cli.ESS_MIN)
+    assert re.search(r"chains: (OK|WARNING).*R-hat \d\.\d{4}", tiny["out"])
+
+
+def test_chain_verdict_tells_mixed_from_stuck_chains():
+    rng = np.random.default_rng(0)
+    mixed = cli.chain_verdict(rng.normal(size=(4, 500)))
+    assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1500
+    assert mixed["verdict"].startswith("OK")
+    # Two pairs of chains stuck in modes one standard deviation apart.
+    stuck = cli.chain_verdict(rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]]))
+    assert not stuck["ok"] and stuck["rhat"] > 1.05
+    assert stuck["verdict"].startswith("WARNING") and "--method pt" in stuck["verdict"]
+    stuck_pt = rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]])
+    assert "--method pt" not in cli.chain_verdict(stuck_pt, method="pt")["verdict"]
+
+
+def test_evaluate_matches_brute_force(tiny):
+    params, _ = rbm_io.load_params(tiny["run"] / "model.npz")
+    x = tiny["data"][:7]
+    np.save(tiny["folder"] / "eval.npy", x)
+    code, out, err = run_cli("evaluate", tiny["run"], "--data", tiny["folder"] / "eval.npy")
+    assert code == 0, err
+    mean = float(re.search(r"\(exact\) of .*: (-?\d+\.\d+) \+-", out).group(1))
+    brute, _, _ = exact_log_p(params, x)
+    assert mean == pytest.approx(brute.mean(), abs=1e-3)
+    # Forced to AIS (--max-units 2 < 4 units): agrees within a few of its standard errors.
+    code, out, err = run_cli(
+        "evaluate", tiny["run"], "--data", tiny["folder"] / "eval.npy", "--max-units", 2,
+        "--ais-betas", 300, "--ais-runs", 50,
+    )  # fmt: skip
+    assert code == 0, err
+    found = re.search(
+        r"\(AIS estimate, 50 runs, log Z standard error (\d\.\d+);.*: (-?\d+\.\d+)", out
+    )
+    assert found, out
+    se, ais_mean = float(found.group(1)), float(found.group(2))
+    assert abs(ais_mean - brute.mean()) < 4 * se + 2e-3  # 2e-3: float32 and print rounding
+    # Without --data: the run's own test split, the number train printed.
+    code, out, _ = run_cli("evaluate", tiny["run"] / "model.npz")
+    summary = json.loads((tiny["run"] / "summary.json").read_text())
+    assert code == 0 and f"{summary['test_log_likelihood']:.4f}" in out
+
+
+def test_resume_continued_the_interrupted_run(tiny):
+    history = json.loads((tiny["run"] / "history.json").read_text())
+    assert history["epoch"] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 after --resume
+    run = tiny["run"]
+    # A different model size cannot continue this checkpoint: one line, status 2.
+    config = (run / "config.json").read_text()
+    _fails(["train", "--out", run, "--resume", "--hidden", 5], "cannot resume", "n_hidden")
+    assert (run / "config.json").read_text() == config  # the failed attempt changed nothing
+
+
+@pytest.fixture(scope="module")
+def skewed_model(tiny):
+    """A 4 x 3 RBM far from uniform (probabilities 0.007 to 0.2), saved as a model file."""
+    import jax
+
+    import numpyro_rbm as nrbm
+
+    params = nrbm.init_params(jax.random.key(0), 4, 3, weight_scale=1.0)
+    params = params.replace(visible_bias=0.5 * jax.random.normal(jax.random.key(10), (4,)))
+    path = tiny["folder"] / "skewed.npz"
+    rbm_io.save_params(path, params, {"image_shape": [2, 2]})
+    return path, params
+
+
+@pytest.mark.parametrize("method", ["exact", "gibbs"])
+def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
+    """Chi-square goodness of fit of 4000 samples against the 16 exact probabilities."""
+    path, params = skewed_model
+    out_file = tmp_path / f"samples_{method}.npy"
+    code, out, err = run_cli(
+        "sample", path, "-n", 4000, "--out", out_file, "--method", method, "--sweeps", 50,
+        "--seed", 1,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "wrote 4000 samples" in out and out_file.with_suffix(".png").stat().st_size > 0
+    v = np.load(out_file)
+    assert v.shape == (4000, 4) and v.dtype == np.float32 and set(np.unique(v)) <= {0.0, 1.0}
+    _, log_pv, V = exact_log_p(params, v[:1])
+    index = {tuple(s): i for i, s in enumerate(V)}
+    counts = np.bincount([index[tuple(r)] for r in v.astype(np.float64)], minlength=len(V))
+    expected = len(v) * np.exp(log_pv)
+    assert expected.min() > 5  # (27 here) so the chi-square approximation holds
+    # A correct sampler fails this 1 time in 1000; 15 degrees of freedom.
+    assert chisquare(counts, expected).pvalue > 1e-3
+
+
+# --- bad input: one line on stderr, exit status 2 -----------------------------------------
+
+
+def _fails(argv, *needles):
+    code, out, err = run_cli(*argv)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_input_exit_code_and_message(tiny, tmp_path):
+    bad = tiny["data"].copy()
+    bad[3, 2] = 0.5
+    np.save(tmp_path / "bad.npy", bad)
+    _fails(["train", "--data", tmp_path / "bad.npy"], "row 3, column 2 (value 0.5)")
+    _fails(["train", "--data", tmp_path / "missing.csv"], "missing.csv: no such file")
+    (tmp_path / "ragged.csv").write_text("0,1\n1\n")
+    _fails(["train", "--data", tmp_path / "ragged.csv"], "ragged", "line 2")
+    _fails(["train", "--data", tiny["data_file"], "--image-shape", "3x3"], "9 pixels", "4 col")
+    _fails(["train", "--out", tiny["run"]], "already holds a run", "--resume")
+    _fails(["train", "--out", tmp_path / "new", "--resume"], "not a run folder")
+    _fails(["train", "--data", "bars-and-stripes:x"], "bars-and-stripes:N")
+    _fails(["train", "--epochs", 0, "--out", tmp_path / "e"], "--epochs must be at least 1")
+    _fails(["train", "--test-data", tiny["data_file"]], "--test-data applies to --data FILE")
+    _fails(["evaluate", tmp_path / "nothing"], "no such file")
+    _fails(["evaluate", tiny["data_file"]], "is not a numpyro-rbm file")
+    _fails(["evaluate", tiny["folder"]], "has no model.npz")
+    np.save(tmp_path / "wide.npy", np.zeros((3, 5)))
+    _fails(["evaluate", tiny["run"], "--data", tmp_path / "wide.npy"], "5 columns", "4 visible")
+    _fails(["sample", tiny["run"], "--out", tmp_path / "no" / "x.npy"], "does not exist")
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["train", "--method", "sgd"]) == 2
+    assert "invalid choice: 'sgd'" in capsys.readouterr().err
+    assert cli.main(["train", "--image-shape", "8by8"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+
+
+def test_console_script_trains_on_digits_by_default(tmp_path):
+    """The installed `numpyro-rbm` in a real subprocess, on the default data (the digits)."""
+    script = shutil.which("numpyro-rbm", path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, "-m", "numpyro_rbm"]
+    run = tmp_path / "digits"
+    done = subprocess.run(
+        command + ["train", "--hidden", "4", "--epochs", "1", "--chains", "8"]
+        + ["--diagnostic-sweeps", "30", "--out", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"run folder: {run} (model, history.csv/json, 5 figures)"
+    assert re.match(r"test log-likelihood \(exact\): -\d+\.\d{4} \+- \d\.\d{4}", lines[1])
+    assert lines[2].startswith("chains: ")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_train"] == 1438 and summary["n_test"] == 359
+    assert -64 * np.log(2) < summary["test_log_likelihood"] < 0  # better than coin flips
+    params, meta = rbm_io.load_params(run / "model.npz")
+    assert params.weights.shape == (64, 4) and meta["image_shape"] == [8, 8]
+    for name in FIGURES:
+        assert matplotlib.image.imread(run / name)[..., :3].std() > 0.05, name
+
+
+def test_python_dash_m_runs_the_same_main(tiny, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["numpyro_rbm", "evaluate", str(tiny["folder"] / "nope")])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("numpyro_rbm", run_name="__main__")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("numpyro-rbm evaluate: error:")

@@ -1,0 +1,109 @@
+"""Chain statistics and convergence verdicts: values by hand, verdicts on runs that do and do
+not mix."""
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+from conftest import brute_joint_log_weights, state_index
+from scipy.special import logsumexp
+from test_infer import random_params
+
+import numpyro_rbm as nrbm
+from numpyro_rbm import RBMGibbs, diagnostics
+from numpyro_rbm.core import RBMParams
+
+
+def test_chain_statistics_match_hand_computation():
+    params = random_params(8, 5, 3, 1.0)
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 2, size=(2, 10, 5)).astype(np.float32)
+    h = rng.integers(0, 2, size=(2, 10, 3)).astype(np.float32)
+    ref = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
+    stats = diagnostics.chain_statistics(params, v, hidden=h, reference=ref)
+
+    V, _, table = brute_joint_log_weights(params.weights, params.visible_bias, params.hidden_bias)
+    neg_f = logsumexp(table, axis=1)
+    np.testing.assert_allclose(stats["free_energy"], -neg_f[state_index(v)], rtol=1e-5)
+    np.testing.assert_allclose(stats["mean_activation"], v.mean(-1))
+    np.testing.assert_allclose(stats["overlap"], ((2 * v - 1) * (2 * ref - 1)).mean(-1))
+    W, b, c = (
+        np.asarray(x, np.float64)
+        for x in (params.weights, params.visible_bias, params.hidden_bias)
+    )
+    e = -(v @ b) - (h @ c) - np.einsum("cdi,ij,cdj->cd", v, W, h)
+    np.testing.assert_allclose(stats["energy"], e, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stats["hidden_activation"], h.mean(-1))
+
+
+def test_independent_exact_draws_are_declared_converged():
+    """iid draws of (v, h) from the brute-force joint: every statistic must pass."""
+    params = random_params(9, 6, 3, 1.0)
+    V, H, table = brute_joint_log_weights(params.weights, params.visible_bias, params.hidden_bias)
+    p = np.exp(table - logsumexp(table)).ravel()
+    idx = np.random.default_rng(0).choice(p.size, size=(4, 500), p=p)
+    v, h = V[idx // H.shape[0]], H[idx % H.shape[0]]
+    diag = diagnostics.chain_diagnostics(params, v, hidden=h)
+    assert diag.converged, str(diag)
+    assert diag.verdict.startswith("converged")
+    for row in diag.table.values():
+        assert abs(row["r_hat"] - 1) < 0.01 and row["ess_bulk"] > 1000
+        assert abs(row["autocorr_lag1"]) < 0.1
+    assert "r_hat" in str(diag) and diag.verdict in str(diag)
+    summary = az.summary(diag.to_inference_data())
+    assert set(summary.index) == set(diag.table)
+
+
+def bimodal_params(n=8, coupling=7.0):
+    """Two deep modes, all units on or all off: a single sweep almost never crosses."""
+    w = jnp.full((n, 1), coupling)
+    return RBMParams(w, jnp.full((n,), -coupling / 2), jnp.full((1,), -coupling * n / 2))
+
+
+def bimodal_model(params):
+    numpyro.sample("pixels", nrbm.RBM(params))  # not "v": mcmc_diagnostics finds the site
+
+
+def test_non_mixing_run_is_flagged():
+    """Chains started in opposite modes of a bimodal RBM stay there: R-hat must say so."""
+    params = bimodal_params()
+    init = {"pixels": jnp.stack([jnp.ones(8), jnp.zeros(8)])}
+    mcmc = numpyro.infer.MCMC(
+        RBMGibbs(bimodal_model),
+        num_warmup=0,
+        num_samples=400,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(0), params, init_params=init, extra_fields=("h",))
+    v = mcmc.get_samples(group_by_chain=True)["pixels"]
+    assert v[0].mean() > 0.9 and v[1].mean() < 0.1  # the run really did not mix
+    diag = diagnostics.mcmc_diagnostics(mcmc, reference=jnp.ones(8))
+    assert not diag.converged
+    assert diag.verdict.startswith("not converged")
+    assert any(p.startswith("R-hat") and p.endswith("for overlap") for p in diag.problems)
+    assert diag.table["overlap"]["r_hat"] > 1.5, str(diag)
+
+
+def test_single_chain_is_split_and_a_trend_is_flagged():
+    rng = np.random.default_rng(1)
+    steady = rng.normal(size=(1, 4000))
+    trending = steady + np.linspace(0, 3, 4000)[None]
+    assert diagnostics.diagnose_statistics({"x": steady}).converged
+    diag = diagnostics.diagnose_statistics({"x": trending})
+    assert not diag.converged and "R-hat" in diag.problems[0]
+
+
+def test_stuck_chains_and_bad_shapes():
+    diag = diagnostics.diagnose_statistics({"free_energy": np.full((2, 50), 3.0)})
+    assert not diag.converged and "never changes" in diag.verdict
+    params = random_params(10, 4, 2, 1.0)
+    with pytest.raises(ValueError, match="num_chains, num_draws, n_visible"):
+        diagnostics.chain_statistics(params, np.zeros((10, 4)))
+    with pytest.raises(ValueError, match="reference"):
+        diagnostics.chain_statistics(params, np.zeros((1, 10, 4)), reference=np.zeros(3))
+    with pytest.raises(ValueError, match="at least 8 draws"):
+        diagnostics.diagnose_statistics({"x": np.zeros((2, 3))})

@@ -1,0 +1,373 @@
+"""Training: estimator gradients against brute-force enumeration, learning, resume, NaN guard.
+
+Statistical checks compare a Monte Carlo gradient with its exact expectation coordinate by
+coordinate: |estimate - exact| < 4.5 standard errors for each of the ~25 coordinates, a
+family-wise false-alarm rate below 25 * 7e-6 (normal tails) for a correct implementation.
+"""
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import brute_joint_log_weights, brute_states
+
+from numpyro_rbm import RBMParams, datasets, io, training
+from numpyro_rbm.partition import log_partition
+from numpyro_rbm.training import (
+    TrainingDiverged,
+    cd_negative,
+    fit,
+    loss_gradient,
+    pcd_negative,
+    pseudo_log_likelihood,
+    pt_negative,
+)
+
+Z_MAX = 4.5
+
+
+def _softmax(x, axis=None):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _rbm(seed, n_v, n_h, scale, vu="bernoulli", hu="bernoulli"):
+    rng = np.random.default_rng(seed)
+    return (
+        scale * rng.standard_normal((n_v, n_h)),
+        0.5 * rng.standard_normal(n_v),
+        0.5 * rng.standard_normal(n_h),
+        vu,
+        hu,
+    )
+
+
+def _params(w, b, c, vu, hu):
+    return RBMParams(jnp.asarray(w), jnp.asarray(b), jnp.asarray(c), vu, hu)
+
+
+def _hidden_mean_np(w, c, v, hu):
+    """E[h | v] by brute force over each hidden unit's two values."""
+    lo, hi = (0.0, 1.0) if hu == "bernoulli" else (-1.0, 1.0)
+    field = c + v @ w
+    p_hi = 1 / (1 + np.exp(-(hi - lo) * field))
+    return lo + (hi - lo) * p_hi
+
+
+def _per_sample_neg_grad(w, c, v, hu):
+    """Per-sample -dF/dtheta = (v E[h|v]^T, v, E[h|v]) flattened, shape (N, n_v*n_h+n_v+n_h)."""
+    h = _hidden_mean_np(w, c, v, hu)
+    return np.concatenate([(v[:, :, None] * h[:, None, :]).reshape(len(v), -1), v, h], axis=1)
+
+
+def _flat(grad: RBMParams):
+    return np.concatenate(
+        [np.ravel(grad.weights), np.ravel(grad.visible_bias), np.ravel(grad.hidden_bias)]
+    )
+
+
+def _exact_model_stats(w, b, c, vu, hu):
+    """E_p[-dF/dtheta] = E_p[(v h^T, v, h)] by full enumeration of the joint."""
+    V, H, table = brute_joint_log_weights(w, b, c, vu, hu)
+    p = _softmax(table)
+    return np.concatenate([(V.T @ p @ H).ravel(), p.sum(1) @ V, p.sum(0) @ H])
+
+
+def _brute_samples(rng, w, b, c, vu, hu, m):
+    V, _, table = brute_joint_log_weights(w, b, c, vu, hu)
+    pv = _softmax(table).sum(1)
+    return V[rng.choice(len(V), size=m, p=pv)]
+
+
+def _assert_within_se(estimate, exact, per_sample, m):
+    se = per_sample.std(0, ddof=1) / math.sqrt(m)
+    z = np.abs(estimate - exact) / np.maximum(se, 1e-12)
+    assert np.all(z < Z_MAX), f"max |z| = {z.max():.2f} at coordinate {z.argmax()}"
+
+
+@pytest.mark.parametrize("units", [("bernoulli", "bernoulli"), ("spin", "bernoulli")])
+def test_loss_gradient_is_the_closed_form(x64, units):
+    w, b, c, vu, hu = _rbm(0, 4, 3, 0.8, *units)
+    rng = np.random.default_rng(1)
+    lo, hi = brute_states(1, vu)[:, 0]
+    v_data = np.where(rng.random((7, 4)) < 0.5, lo, hi)
+    v_model = np.where(rng.random((5, 4)) < 0.5, lo, hi)
+    params = _params(w, b, c, vu, hu)
+    grad = _flat(loss_gradient(params, jnp.asarray(v_data), jnp.asarray(v_model)))
+    closed = -(
+        _per_sample_neg_grad(w, c, v_data, hu).mean(0)
+        - _per_sample_neg_grad(w, c, v_model, hu).mean(0)
+    )
+    np.testing.assert_allclose(grad, closed, rtol=1e-10, atol=1e-12)
+
+    # Centered coordinates: E = -(v - mu)^T W (h - lam) - b'^T (v - mu) - c'^T (h - lam).
+    mu, lam = rng.random(4), rng.random(3)
+    offsets = (jnp.asarray(mu), jnp.asarray(lam))
+    g = loss_gradient(params, jnp.asarray(v_data), jnp.asarray(v_model), offsets)
+    std = training.to_standard(params, *offsets)
+    w_s, c_s = np.asarray(std.weights), np.asarray(std.hidden_bias)
+
+    def centered_stats(v):
+        h = _hidden_mean_np(w_s, c_s, v, hu)
+        return ((v - mu)[:, :, None] * (h - lam)[:, None, :]).mean(0), v.mean(0), h.mean(0)
+
+    (wd, bd, cd), (wm, bm, cm) = centered_stats(v_data), centered_stats(v_model)
+    np.testing.assert_allclose(np.asarray(g.weights), -(wd - wm), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g.visible_bias), -(bd - bm), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g.hidden_bias), -(cd - cm), rtol=1e-10, atol=1e-12)
+
+
+def _exact_gradient(w, b, c, vu, hu, v_data):
+    """The exact -d/dtheta mean log p(v_data), by enumeration."""
+    return -(_per_sample_neg_grad(w, c, v_data, hu).mean(0) - _exact_model_stats(w, b, c, vu, hu))
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    w, b, c, vu, hu = _rbm(3, 5, 3, 1.0)
+    rng = np.random.default_rng(4)
+    v_data = (rng.random((12, 5)) < 0.5).astype(np.float64)
+    return (w, b, c, vu, hu), v_data
+
+
+def _check_negative_phase(model, v_data, v_model):
+    (w, b, c, vu, hu) = model
+    v_model = np.asarray(v_model, np.float64)
+    est = _flat(loss_gradient(_params(w, b, c, vu, hu), jnp.asarray(v_data), jnp.asarray(v_model)))
+    exact = _exact_gradient(w, b, c, vu, hu, v_data)
+    _assert_within_se(est, exact, _per_sample_neg_grad(w, c, v_model, hu), len(v_model))
+
+
+def test_exact_negative_samples_give_the_exact_gradient(x64, small_model):
+    model, v_data = small_model
+    samples = _brute_samples(np.random.default_rng(5), *model, m=20000)
+    _check_negative_phase(model, v_data, samples)
+
+
+def test_pcd_chains_give_the_exact_gradient(x64, small_model):
+    model, v_data = small_model
+    params = _params(*model)
+    start = jnp.zeros((4000, 5))
+    # 100 sweeps from a fixed start: independent chains, each at stationarity.
+    chains = jax.jit(pcd_negative, static_argnums=3)(jax.random.key(6), params, start, 100)
+    _check_negative_phase(model, v_data, chains)
+
+
+def test_parallel_tempering_gives_the_exact_gradient(x64, small_model):
+    model, v_data = small_model
+    params = _params(*model)
+    betas = jnp.linspace(0.0, 1.0, 4)
+    base = jnp.zeros(5)
+
+    @jax.jit
+    def run(key):
+        def body(chains, key):
+            chains, rate = pt_negative(key, params, chains, betas, base)
+            return chains, rate
+
+        chains0 = jnp.ones((4, 4000, 5))
+        return jax.lax.scan(body, chains0, jax.random.split(key, 60))
+
+    chains, rates = run(jax.random.key(7))
+    assert np.all((np.asarray(rates) > 0.05) & (np.asarray(rates) <= 1.0))
+    _check_negative_phase(model, v_data, chains[-1])
+    # The beta = 0 replica is the independent base model: uniform for zero base bias.
+    np.testing.assert_allclose(np.asarray(chains[0]).mean(0), 0.5, atol=4.5 * 0.5 / 63)
+
+
+def test_cd1_gradient_has_its_exact_expectation(x64, small_model):
+    """CD-1 is biased; its expectation is E_{v'~T(v'|v)} with T = sum_h p(h|v) p(v'|h)."""
+    (w, b, c, vu, hu), v_data = small_model
+    V = brute_states(5, vu)
+    H = brute_states(3, hu)
+    p_h = _softmax(v_data @ w @ H.T + H @ c, axis=1)  # (N, |H|)
+    p_v = _softmax((H @ w.T + b) @ V.T, axis=1)  # (|H|, |V|), p(v' | h) over v' in V
+    transition = p_h @ p_v  # (N, |V|)
+    expected_neg = transition @ _per_sample_neg_grad(w, c, V, hu)  # (N, d)
+    exact_cd = -(_per_sample_neg_grad(w, c, v_data, hu).mean(0) - expected_neg.mean(0))
+    reps = 1500
+    tiled = np.tile(v_data, (reps, 1))
+    v_model = np.asarray(cd_negative(jax.random.key(8), _params(w, b, c, vu, hu), tiled, 1))
+    est = _flat(loss_gradient(_params(w, b, c, vu, hu), jnp.asarray(v_data), jnp.asarray(v_model)))
+    # The negative samples are independent given their start; standard errors per start row.
+    per = _per_sample_neg_grad(w, c, v_model, hu).reshape(reps, len(v_data), -1)
+    se = np.sqrt(per.var(0, ddof=1).sum(0)) / (len(v_data) * math.sqrt(reps))
+    z = np.abs(est - exact_cd) / se
+    assert np.all(z < Z_MAX), f"max |z| = {z.max():.2f}"
+    # And CD-1 is visibly biased with respect to the likelihood gradient here.
+    assert np.max(np.abs(exact_cd - _exact_gradient(w, b, c, vu, hu, v_data))) > 10 * se.max()
+
+
+def test_pseudo_log_likelihood_matches_brute_force(x64):
+    w, b, c, vu, hu = _rbm(9, 4, 3, 1.0, "spin", "bernoulli")
+    v = brute_states(4, "spin")[[1, 6, 11]]
+    V = brute_states(4, vu)
+    _, _, table = brute_joint_log_weights(w, b, c, vu, hu)
+    log_pv = np.log(np.exp(table).sum(1))  # unnormalised log p(v) over V
+    index = {tuple(s): i for i, s in enumerate(V)}
+    total = 0.0
+    for row in v:
+        for i in range(4):
+            flipped = row.copy()
+            flipped[i] = -flipped[i]
+            a, f = log_pv[index[tuple(row)]], log_pv[index[tuple(flipped)]]
+            total += a - np.logaddexp(a, f)
+    got = float(pseudo_log_likelihood(_params(w, b, c, vu, hu), jnp.asarray(v)))
+    np.testing.assert_allclose(got, total / len(v), rtol=1e-10)
+
+
+def test_chain_rhat_flags_stuck_chains():
+    # Strong ferromagnetic couplings: two modes (all +1 / all -1) that Gibbs cannot cross.
+    params = RBMParams(jnp.full((8, 2), 1.0), jnp.zeros(8), jnp.zeros(2), "spin", "spin")
+    stuck = jnp.concatenate([jnp.ones((4, 8)), -jnp.ones((4, 8))])
+    assert training._chain_rhat(params, stuck, jax.random.key(0)) > 1.5
+    weak = params.replace(weights=params.weights * 0.05)
+    assert training._chain_rhat(weak, stuck, jax.random.key(0)) < 1.1
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bas3():
+    return np.tile(datasets.bars_and_stripes(3), (10, 1))  # 140 rows, 14 distinct
+
+
+def test_pcd_learns_bars_and_stripes_3x3(bas3):
+    patterns = datasets.bars_and_stripes(3)
+    with warnings.catch_warnings():  # PCD chains do stop mixing on this multimodal target
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = fit(
+            bas3,
+            8,
+            epochs=60,
+            batch_size=14,
+            learning_rate=0.05,
+            eval_every=6,
+            progress=False,
+            seed=0,
+        )
+    ll = np.asarray(res.history["train_log_likelihood"])
+    assert res.history["epoch"] == list(range(6, 61, 6))
+    # History LL equals an independent exact computation on the final parameters.
+    params = res.params
+    exact = float(jnp.mean(-training.free_energy(params, patterns)) - log_partition(params))
+    np.testing.assert_allclose(ll[-1], exact, rtol=1e-5)
+    optimum = -math.log(14)
+    assert exact > -3.2, f"final {exact:.3f}, optimum {optimum:.3f}"
+    # Improves on average: each half of the run better than the one before, and the start.
+    assert ll[5:].mean() > ll[:5].mean() > ll[0] - 0.05
+    assert np.mean(np.diff(ll) > 0) >= 0.6
+    assert res.chains.shape == (100, 9)
+    # Chain R-hat is monitored at every evaluation (its warnings are silenced above).
+    assert len(res.history["chain_rhat"]) == len(ll)
+
+
+def test_resume_equals_uninterrupted_run_bitwise(bas3, tmp_path):
+    kwargs = dict(epochs=4, batch_size=14, eval_every=2, progress=False, seed=3, num_chains=20)
+    full = fit(bas3, 5, checkpoint_dir=tmp_path / "a", **kwargs)
+    stop_at_2 = [lambda epoch, params, metrics: epoch == 2]
+    part = fit(bas3, 5, checkpoint_dir=tmp_path / "b", callbacks=stop_at_2, **kwargs)
+    assert part.history["epoch"] == [2]
+    resumed = fit(bas3, 5, checkpoint_dir=tmp_path / "b", resume=True, **kwargs)
+    assert resumed.history["epoch"] == [2, 4]
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state), strict=True):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert full.history == resumed.history
+    saved, _ = io.load_params(tmp_path / "b" / training.PARAMS_FILE)
+    np.testing.assert_array_equal(np.asarray(saved.weights), np.asarray(full.params.weights))
+    with pytest.raises(ValueError, match="different settings.*n_hidden"):
+        fit(bas3, 6, checkpoint_dir=tmp_path / "b", resume=True, **kwargs)
+
+
+def test_moving_the_hidden_offset_leaves_the_model_unchanged(x64):
+    w, b, c, vu, hu = _rbm(10, 4, 3, 1.0)
+    params = _params(w, b, c, vu, hu)
+    mu, lam, lam_new = (
+        jnp.asarray(np.random.default_rng(i).random(n)) for i, n in ((0, 4), (1, 3), (2, 3))
+    )
+    before = training.to_standard(params, mu, lam)
+    after = training.to_standard(training.move_hidden_offset(params, lam, lam_new), mu, lam_new)
+    for name in ("weights", "visible_bias", "hidden_bias"):
+        np.testing.assert_allclose(getattr(after, name), getattr(before, name), rtol=1e-12)
+    assert not np.allclose(training.move_hidden_offset(params, lam, lam_new).visible_bias, b)
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint(bas3, tmp_path):
+    # Finite steps for 3 epochs (10 updates each), then an infinite learning rate.
+    def schedule(step):
+        return jnp.where(step < 30, 0.01, jnp.inf)
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 4.*last good checkpoint \(epoch 3\)"):
+        fit(
+            bas3,
+            5,
+            epochs=6,
+            batch_size=14,
+            optimizer=optax.adam(schedule),
+            eval_every=None,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            num_chains=20,
+        )
+    arrays, meta = io.load_checkpoint(tmp_path / training.CHECKPOINT_FILE)
+    assert meta["epoch"] == 3
+    assert all(np.all(np.isfinite(a)) for a in arrays.values() if a.dtype.kind == "f")
+    assert not (tmp_path / training.PARAMS_FILE).exists()
+
+
+def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
+    rng = np.random.default_rng(0)
+    data = np.where(rng.random((40, 6)) < 0.7, 1.0, -1.0)
+    # The warning is wired to the chain R-hat: with a threshold of 0 it must fire.
+    monkeypatch.setattr(training, "RHAT_WARNING", 0.0)
+    with pytest.warns(RuntimeWarning, match="not mixing"):
+        res = fit(
+            data,
+            3,
+            epochs=2,
+            batch_size=20,
+            dtype="float64",
+            visible_units="spin",
+            progress=False,
+            test_data=data[:5],
+            num_chains=8,
+        )
+    assert res.params.weights.dtype == jnp.float64
+    assert res.params.visible_units.name == "spin"
+    assert set(res.history["chain_rhat"][0:1]) and len(res.history["test_log_likelihood"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="gibbs"), "method must be one of"),
+        (dict(n_hidden=0), "n_hidden must be an integer >= 1"),
+        (dict(epochs=2.5), "epochs must be an integer"),
+        (dict(batch_size=1000), "batch_size=1000 exceeds the 140 training examples"),
+        (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
+        (dict(optimizer="adam"), "optax.GradientTransformation"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+        (dict(dtype="int32"), "dtype must be 'float32' or 'float64'"),
+        (dict(dtype="float64"), "needs 64-bit JAX"),
+        (dict(resume=True), "resume=True needs checkpoint_dir"),
+        (dict(log_likelihood="bogus"), "log_likelihood must be"),
+        (dict(test_data=np.zeros((3, 4))), "test_data has 4 columns but the model has 9"),
+        (dict(visible_units="spin"), r"only the spin values \{-1, 1\}; row 0, column 0 is 0 \("),
+        (dict(data=np.zeros(9)), "non-empty 2-D array"),
+        (dict(data=np.full((5, 9), 0.5)), r"row 0, column 0 is 0.5 \(45 bad entries\)"),
+        (dict(callbacks=[1]), "callbacks must be callables"),
+    ],
+)
+def test_bad_arguments_get_clear_messages(bas3, kwargs, match):
+    kwargs = dict(kwargs)
+    data = kwargs.pop("data", bas3)
+    n_hidden = kwargs.pop("n_hidden", 4)
+    with warnings.catch_warnings(), pytest.raises((ValueError, TypeError), match=match):
+        fit(data, n_hidden, epochs=kwargs.pop("epochs", 1), progress=False, **kwargs)
