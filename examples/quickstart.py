@@ -21,8 +21,10 @@ def main():
     rbm = nrbm.RBM(params)
     v = rbm.sample(key_sample, (1000,))
     log_p = rbm.log_prob(v)
-    print(f"1000 exact samples: mean log p(v) = {float(log_p.mean()):.3f} nats, "
-          f"mean activation {float(v.mean()):.3f}")
+    print(
+        f"1000 exact samples: mean log p(v) = {float(log_p.mean()):.3f} nats, "
+        f"mean activation {float(v.mean()):.3f}"
+    )
 
     def model():
         v = numpyro.sample("v", rbm)
@@ -30,8 +32,10 @@ def main():
 
     trace = numpyro.handlers.trace(numpyro.handlers.seed(model, key_model)).get_trace()
     joint, _ = log_density(model, (), {}, {"v": trace["v"]["value"]})
-    print(f"inside a NumPyro model: {int(trace['active_units']['value'])} active units, "
-          f"log density {float(joint):.3f}")
+    print(
+        f"inside a NumPyro model: {int(trace['active_units']['value'])} active units, "
+        f"log density {float(joint):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """numpyro-rbm: Restricted Boltzmann Machines for NumPyro, JAX and ArviZ."""
 
-from . import core, partition, units
-from . import datasets
+from . import core, datasets, diagnostics, io, partition, units
 from .ais import (
     AISResult,
     LogLikelihood,
@@ -10,6 +9,7 @@ from .ais import (
     reverse_ais,
     summarize_log_weights,
 )
+from .clamp import ClampedRBM, clamp_params, clamped_log_partition
 from .core import (
     RBMParams,
     energy,
@@ -24,13 +24,9 @@ from .core import (
     visible_log_prob,
     visible_mean,
 )
-from .partition import EnumerationTooLarge, log_partition, sample_exact
-from .units import Bernoulli, Spin, UnitType
-from . import diagnostics
-from .clamp import ClampedRBM, clamp_params, clamped_log_partition
-from .infer import RBMGibbs
 from .distribution import RBM
-from . import io
+from .infer import RBMGibbs
+from .partition import EnumerationTooLarge, log_partition, sample_exact
 from .training import (
     FitResult,
     TrainingDiverged,
@@ -42,5 +38,58 @@ from .training import (
     pcd_negative,
     pt_negative,
 )
+from .units import Bernoulli, Spin, UnitType
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # modules
+    "core",
+    "datasets",
+    "diagnostics",
+    "io",
+    "partition",
+    "units",
+    # units and core
+    "Bernoulli",
+    "Spin",
+    "UnitType",
+    "RBMParams",
+    "init_params",
+    "energy",
+    "free_energy",
+    "hidden_free_energy",
+    "hidden_log_prob",
+    "visible_log_prob",
+    "hidden_mean",
+    "visible_mean",
+    "sample_hidden",
+    "sample_visible",
+    "gibbs_sweep",
+    # exact and estimated partition functions
+    "EnumerationTooLarge",
+    "log_partition",
+    "sample_exact",
+    "AISResult",
+    "LogLikelihood",
+    "ais",
+    "reverse_ais",
+    "log_likelihood",
+    "summarize_log_weights",
+    # NumPyro adapters
+    "RBM",
+    "ClampedRBM",
+    "clamp_params",
+    "clamped_log_partition",
+    "RBMGibbs",
+    # learning
+    "fit",
+    "FitResult",
+    "TrainState",
+    "TrainingDiverged",
+    "cd_negative",
+    "pcd_negative",
+    "pt_negative",
+    "free_energy_loss",
+    "loss_gradient",
+]

@@ -72,9 +72,7 @@ class RBMParams:
     weights: jax.Array
     visible_bias: jax.Array
     hidden_bias: jax.Array
-    visible_units: UnitType = dataclasses.field(
-        default=Bernoulli(), metadata=dict(static=True)
-    )
+    visible_units: UnitType = dataclasses.field(default=Bernoulli(), metadata=dict(static=True))
     hidden_units: UnitType = dataclasses.field(default=Bernoulli(), metadata=dict(static=True))
 
     def __post_init__(self):

@@ -31,19 +31,15 @@ _MAX_REPORTED = 5
 
 
 class Dataset(NamedTuple):
-    """A train/test split of a data set of flattened examples.
+    """A train/test split of a data set of flattened examples."""
 
-    Attributes:
-        train: training examples, ``float32`` array ``(n_train, n_features)``.
-        test: held-out examples, ``float32`` array ``(n_test, n_features)``.
-        image_shape: ``(height, width)`` when the rows are flattened images (row-major),
-            else ``None``.
-        name: a short name for reports and file names.
-    """
-
+    #: training examples, ``float32`` array ``(n_train, n_features)``.
     train: np.ndarray
+    #: held-out examples, ``float32`` array ``(n_test, n_features)``.
     test: np.ndarray
+    #: ``(height, width)`` when the rows are flattened images (row-major), else ``None``.
     image_shape: tuple[int, int] | None
+    #: a short name for reports and file names.
     name: str
 
 

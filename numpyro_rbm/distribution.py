@@ -68,12 +68,6 @@ spin = _Spin()
 spin_vector = constraints.independent(spin, 1)
 
 
-# Compiled once per shape and unit types: eager calls would re-trace the enumeration's lax.map
-# every time.
-_log_partition = jax.jit(log_partition, static_argnames=("max_units", "chunk_bits"))
-_sample_exact = jax.jit(sample_exact, static_argnames=("sample_shape", "max_units", "chunk_bits"))
-
-
 def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
@@ -353,7 +347,7 @@ class RBM(Distribution):
         """
         if self._log_z_mode != "exact" or self._log_z is not None:
             return self._log_z
-        value = _log_partition(self.params, max_units=None)
+        value = log_partition(self.params, max_units=None)
         if not _is_tracer(value):
             self._log_z = value
         return value
@@ -396,7 +390,7 @@ class RBM(Distribution):
         sample_shape = tuple(sample_shape)
         params = self.params
         if self.exact_sampling:
-            v, h = _sample_exact(key, params, sample_shape, max_units=self.max_units)
+            v, h = sample_exact(key, params, sample_shape, max_units=self.max_units)
             return v, [h]
         v, h = _gibbs_sample(key, params, sample_shape + self.batch_shape, self.num_gibbs_sweeps)
         return v, [h]

@@ -18,6 +18,7 @@ stays at one chunk whatever :math:`n` is. Chunk log-sum-exps are combined in log
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -203,13 +204,17 @@ def log_partition(
     Returns:
         :math:`\log Z`, shape ``params.batch_shape``.
     """
-    lay = _layout(params, max_units)
-    k = _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits)
+    lay = _layout(params, max_units)  # raises here, outside jit, with a clear message
+    return _log_partition_compiled(
+        params, _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits)
+    )
 
-    def single(p):
-        return logsumexp(_chunk_log_z(_layout(p, None), k))
 
-    return _map_over_batch(single, params)
+# Compiled once per shape, unit types and chunking: an eager call would otherwise re-trace
+# the enumeration's lax.map on every call.
+@partial(jax.jit, static_argnums=1)
+def _log_partition_compiled(params: RBMParams, k: int):
+    return _map_over_batch(lambda p: logsumexp(_chunk_log_z(_layout(p, None), k)), params)
 
 
 def _sample_exact_single(key, params: RBMParams, num_samples: int, chunk_bits):
@@ -250,8 +255,12 @@ def sample_exact(
         ``(v, h)`` of shapes ``sample_shape + params.batch_shape + (n_visible,)`` and
         ``sample_shape + params.batch_shape + (n_hidden,)``.
     """
-    _layout(params, max_units)  # raises early with a clear message when too large
-    sample_shape = tuple(sample_shape)
+    _layout(params, max_units)  # raises here, outside jit, with a clear message
+    return _sample_exact_compiled(key, params, tuple(sample_shape), chunk_bits)
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _sample_exact_compiled(key, params: RBMParams, sample_shape, chunk_bits):
     num_samples = math.prod(sample_shape)
     batch_shape = params.batch_shape
     keys = jax.random.split(key, math.prod(batch_shape)) if batch_shape else key

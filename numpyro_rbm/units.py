@@ -119,9 +119,7 @@ class Spin(UnitType):
 
     def sample(self, key, field):
         u = jax.random.uniform(key, jnp.shape(field), dtype=jnp.result_type(field))
-        return jnp.where(u < jax.nn.sigmoid(2.0 * field), 1.0, -1.0).astype(
-            jnp.result_type(field)
-        )
+        return jnp.where(u < jax.nn.sigmoid(2.0 * field), 1.0, -1.0).astype(jnp.result_type(field))
 
     def in_support(self, x):
         return (x == 1) | (x == -1)

@@ -19,9 +19,11 @@ def brute_joint_log_weights(weights, visible_bias, hidden_bias, vu="bernoulli", 
     W = np.asarray(weights, np.float64)
     V = brute_states(W.shape[0], vu)
     H = brute_states(W.shape[1], hu)
-    table = (V @ np.asarray(visible_bias, np.float64))[:, None] + (
-        H @ np.asarray(hidden_bias, np.float64)
-    )[None, :] + V @ W @ H.T
+    table = (
+        (V @ np.asarray(visible_bias, np.float64))[:, None]
+        + (H @ np.asarray(hidden_bias, np.float64))[None, :]
+        + V @ W @ H.T
+    )
     return V, H, table
 
 

@@ -13,8 +13,18 @@ def test_sphinx_builds_without_warnings(tmp_path):
     pytest.importorskip("sphinx", reason="install the docs extra: pip install -e '.[docs]'")
     pytest.importorskip("myst_parser", reason="install the docs extra: pip install -e '.[docs]'")
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(DOCS), str(tmp_path / "html")],
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(DOCS),
+            str(tmp_path / "html"),
+        ],
         capture_output=True,
         text=True,
     )
