@@ -709,6 +709,8 @@ def fit(
         pll_fn = jax.jit(pseudo_log_likelihood)
         recon_fn = jax.jit(reconstruction_error)
 
+    mixing_warned = []  # epochs at which the "not mixing" warning was given (at most one)
+
     def evaluate(epoch, state, rate):
         params = to_standard(state.params, state.visible_offset, state.hidden_offset)
         sub = train[:1000]  # a fixed subset keeps the cost of monitoring bounded
@@ -726,11 +728,14 @@ def fit(
             model_chains = state.chains[-1] if method == "pt" else state.chains
             rhat = _chain_rhat(params, model_chains, jax.random.fold_in(key_diag, epoch))
             metrics["chain_rhat"] = rhat
-            if rhat > RHAT_WARNING:
+            if rhat > RHAT_WARNING and not mixing_warned:
+                # Once per run: later epochs are in history["chain_rhat"].
+                mixing_warned.append(epoch)
                 warnings.warn(
                     f"epoch {epoch}: the persistent chains are not mixing (split R-hat of "
                     f"their free energy {rhat:.2f} > {RHAT_WARNING}); the negative phase is "
-                    "unreliable. Try method='pt', more sweeps k, or a smaller learning_rate",
+                    "unreliable. Try method='pt', more sweeps k, or a smaller learning_rate "
+                    "(history['chain_rhat'] has the value at every evaluation)",
                     RuntimeWarning,
                     stacklevel=3,
                 )
