@@ -3,8 +3,11 @@
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from numpyro_rbm import RBMParams
 
 VALUES = {"bernoulli": (0.0, 1.0), "spin": (-1.0, 1.0)}
 
@@ -71,3 +74,14 @@ def g_test_pvalue(observed, expected, min_expected=5.0):
         g += 2.0 * np.sum(o[nz] * np.log(o[nz] / e[nz]))
         dof += len(e) - 1
     return float(stats.chi2.sf(g, dof)) if dof > 0 else 1.0
+
+
+def make_params(seed, n_v, n_h, scale, vu="bernoulli", hu="bernoulli", dtype=np.float32):
+    """Random params and their exact float64 values (the dtype-rounded arrays, widened)."""
+    rng = np.random.default_rng(seed)
+    arrays = [
+        (scale * rng.standard_normal(shape)).astype(dtype)
+        for shape in ((n_v, n_h), (n_v,), (n_h,))
+    ]
+    params = RBMParams(*(jnp.asarray(a) for a in arrays), visible_units=vu, hidden_units=hu)
+    return params, [a.astype(np.float64) for a in arrays]

@@ -19,7 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights, brute_states, g_test_pvalue, state_index
+from conftest import (
+    brute_joint_log_weights,
+    brute_states,
+    g_test_pvalue,
+    make_params,
+    state_index,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, logsumexp
@@ -39,17 +45,6 @@ unit_names = st.sampled_from(UNIT_NAMES)
 layer_sizes = st.integers(1, 6)
 scales = st.floats(0.01, 5.0)
 seeds = st.integers(0, 2**32 - 1)
-
-
-def make_params(seed, n_v, n_h, scale, vu="bernoulli", hu="bernoulli", dtype=np.float32):
-    """Random params and their exact float64 values (the dtype-rounded arrays, widened)."""
-    rng = np.random.default_rng(seed)
-    arrays = [
-        (scale * rng.standard_normal(shape)).astype(dtype)
-        for shape in ((n_v, n_h), (n_v,), (n_h,))
-    ]
-    params = nrbm.RBMParams(*(jnp.asarray(a) for a in arrays), visible_units=vu, hidden_units=hu)
-    return params, [a.astype(np.float64) for a in arrays]
 
 
 def conditionals(table):
