@@ -30,6 +30,17 @@ def brute_joint_log_weights(weights, visible_bias, hidden_bias, vu="bernoulli", 
     return V, H, table
 
 
+def brute_joint_table(params):
+    """``brute_joint_log_weights`` of an ``RBMParams`` (its arrays and unit types)."""
+    return brute_joint_log_weights(
+        params.weights,
+        params.visible_bias,
+        params.hidden_bias,
+        params.visible_units.name,
+        params.hidden_units.name,
+    )
+
+
 @pytest.fixture
 def x64():
     """Run a test in float64 (jax.enable_x64 is a context manager; no global state leaks)."""

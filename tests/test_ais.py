@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights
+from conftest import brute_joint_log_weights, brute_joint_table
 
 import numpyro_rbm as nrbm
 from numpyro_rbm.ais import (
@@ -39,13 +39,7 @@ def np_logsumexp(x, axis=None):
 
 
 def brute_log_z(params):
-    _, _, table = brute_joint_log_weights(
-        params.weights,
-        params.visible_bias,
-        params.hidden_bias,
-        params.visible_units.name,
-        params.hidden_units.name,
-    )
+    _, _, table = brute_joint_table(params)
     return float(np_logsumexp(table))
 
 

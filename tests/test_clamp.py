@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import pytest
-from conftest import brute_joint_log_weights, g_test_pvalue, state_index
+from conftest import brute_joint_log_weights, brute_joint_table, g_test_pvalue, state_index
 from scipy.special import logsumexp
 from test_infer import P_MIN, mcmc_gof_pvalue, random_params, run
 
@@ -15,13 +15,7 @@ from numpyro_rbm.core import RBMParams
 
 def brute_conditional(params, mask, values):
     """log p(v_F | v_C) over all 2^n states (-inf where v disagrees with the clamp)."""
-    V, _, table = brute_joint_log_weights(
-        params.weights,
-        params.visible_bias,
-        params.hidden_bias,
-        params.visible_units.name,
-        params.hidden_units.name,
-    )
+    V, _, table = brute_joint_table(params)
     consistent = np.all(np.where(mask, V == np.asarray(values), True), axis=1)
     log_w = np.where(consistent, logsumexp(table, axis=1), -np.inf)
     return V, log_w - logsumexp(log_w), consistent

@@ -26,7 +26,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from conftest import brute_joint_log_weights, g_test_pvalue, state_index
+from conftest import brute_joint_table, g_test_pvalue, state_index
 from numpyro.infer import MCMC, NUTS, Gibbs
 from scipy.special import logsumexp
 from scipy.stats import beta as beta_dist
@@ -52,13 +52,7 @@ def random_params(seed, n_v, n_h, scale, units="bernoulli"):
 
 def exact_log_p(params):
     """Exact log p(v) over brute_states(n_visible) order, from the brute-force table."""
-    _, _, table = brute_joint_log_weights(
-        params.weights,
-        params.visible_bias,
-        params.hidden_bias,
-        params.visible_units.name,
-        params.hidden_units.name,
-    )
+    _, _, table = brute_joint_table(params)
     log_pv = logsumexp(table, axis=1)
     return log_pv - logsumexp(log_pv)
 
