@@ -1,18 +1,32 @@
 """Quality and speed of numpyro_rbm.fit against scikit-learn's BernoulliRBM and exact ML.
 
-Sections (each prints a table and adds to the JSON written with --out):
+    python benchmarks/bench_training.py [--quick] [--sections speed bas quality]
+                                        [--out benchmarks/results/training.json]
 
-* ``quality``: exact average test log-likelihood on the binarised digits split with 16 and 20
-  hidden units for CD-1, PCD-1 (no centering), PCD-1 with centering (the default) and parallel
-  tempering, all with ``epochs=100`` and otherwise default settings; scikit-learn's
-  ``BernoulliRBM`` trained for the same number of parameter updates; and the exact
-  maximum-likelihood ceiling (full-batch Adam on the exact gradient) at 16 hidden units.
-* ``bas``: parallel tempering (default ladder and sweeps, ``learning_rate=0.05``) on
-  bars-and-stripes 4x4 for several seeds.
-* ``speed``: training examples per second (compile time excluded, reported separately) against
-  ``BernoulliRBM`` at batch sizes 10 and 100, on digits and on 784x500 random binary data.
+Sections (each prints its rows; all rows go to the JSON written with ``--out``):
 
-Usage: ``python benchmarks/bench_training.py [--sections quality bas speed] [--out f.json]``.
+* ``speed``: training examples per second, compile time excluded (reported in its own rows),
+  against ``BernoulliRBM`` on the same data at batch sizes 10 and 100, on the binarised digits
+  (64 x 16) and on 784 x 500 random binary data. scikit-learn runs PCD-1 with ``batch_size``
+  persistent chains and plain SGD at learning rate 0.1, in float64 by default and in float32
+  when given float32 input; ours runs PCD-1 with ``num_chains = batch_size`` in float32, once
+  with the library defaults (Adam and centering) and once like scikit-learn (plain SGD at 0.1,
+  no centering). Each side is timed several times, the runs taking turns, and the best time
+  counts (the machine is shared, and the best time is the one least disturbed).
+* ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, on the 30
+  bars-and-stripes 4x4 patterns (not tiled); exact log-likelihood per pattern against the
+  optimum -ln 30 (target >= -3.45 on every seed).
+* ``quality``: exact average test log-likelihood on the digits split with 16 and 20 hidden
+  units for CD-1, PCD-1 (no centering), PCD-1 with centering (the default) and parallel
+  tempering, all with ``epochs=100`` and otherwise default settings; ``BernoulliRBM`` trained
+  for the same number of parameter updates; and the exact maximum-likelihood ceiling
+  (full-batch Adam on the exact gradient) at 16 hidden units.
+
+``--quick`` (about 2-3 minutes on 2 cores): speed with fewer repetitions and rows, one
+bars-and-stripes seed, no quality section.
+
+Rows: ``{"case", "metric", "ours", "baseline", "baseline_value", "ratio", "target", "met",
+"note"}``; the file is ``{"benchmark": "training", "device": ..., "rows": [...]}``.
 """
 
 from __future__ import annotations
@@ -20,7 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +50,60 @@ from numpyro_rbm import datasets
 from numpyro_rbm.core import RBMParams, free_energy
 from numpyro_rbm.partition import log_partition
 from numpyro_rbm.training import base_rate_bias, fit
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --- result rows ------------------------------------------------------------------------------
+
+
+def device_string() -> str:
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        return f"cpu ({model}, {os.cpu_count()} cores)"
+    return f"{dev.platform} ({getattr(dev, 'device_kind', dev.platform)})"
+
+
+def row(case, metric, ours, baseline="", baseline_value=None, target=None, minimum=None, note=""):
+    """One result row; ``ratio = ours / baseline_value``; ``met`` is ``ratio >= minimum``."""
+    ratio = None
+    if baseline_value is not None and baseline_value > 0:
+        ratio = float(ours) / float(baseline_value)
+    met = None if minimum is None or ratio is None else bool(ratio >= minimum)
+    return dict(
+        case=case,
+        metric=metric,
+        ours=float(ours),
+        baseline=baseline,
+        baseline_value=None if baseline_value is None else float(baseline_value),
+        ratio=ratio,
+        target=target,
+        met=met,
+        note=note,
+    )
+
+
+def print_rows(rows):
+    print(f"\n{'case':<52} {'metric':<22} {'ours':>11} {'baseline':>11} {'ratio':>6}  target")
+    for r in rows:
+        base = "" if r["baseline_value"] is None else f"{r['baseline_value']:.5g}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        met = "" if r["met"] is None else ("met" if r["met"] else "NOT met")
+        print(
+            f"{r['case']:<52} {r['metric']:<22} {r['ours']:>11.5g} {base:>11} {ratio:>6}  "
+            f"{r['target'] or ''} {met}"
+        )
+
+
+# --- helpers ----------------------------------------------------------------------------------
 
 
 def exact_ll(params: RBMParams, data) -> float:
@@ -78,6 +149,142 @@ def exact_ml(train, n_hidden, steps=4000, seed=0):
     return params, -float(value)
 
 
+# --- speed ------------------------------------------------------------------------------------
+
+SPEED_TARGETS = {
+    # (data, batch): {baseline dtype: (target text, minimum ratio)}; issue 7 item 3 sets the
+    # 5x / 3x / 2x targets, issue 4 asks to beat scikit-learn (>= 1x) everywhere else.
+    ("digits 64x16", 10): {"float64": (">= 5x", 5.0), "float32": (">= 1x", 1.0)},
+    ("digits 64x16", 100): {"float64": (">= 1x", 1.0), "float32": (">= 1x", 1.0)},
+    ("random 784x500", 10): {"float64": (">= 1x", 1.0), "float32": (">= 1x", 1.0)},
+    ("random 784x500", 100): {"float64": (">= 3x", 3.0), "float32": (">= 2x", 2.0)},
+}
+
+OUR_CONFIGS = {
+    "defaults (Adam + centering)": dict(),
+    "like scikit-learn (SGD 0.1, no centering)": dict(optimizer=optax.sgd(0.1), centering=False),
+}
+
+
+def speed(quick: bool):
+    rng = np.random.default_rng(0)
+    cases = {
+        # 20 / 100 epochs: a real run's length, so per-call set-up counts as in real use.
+        "digits 64x16": (datasets.digits().train.astype(np.float32), 16, 20 if quick else 100),
+        "random 784x500": (
+            (rng.random((1000 if quick else 2000, 784)) < 0.3).astype(np.float32),
+            500,
+            1 if quick else 2,
+        ),
+    }
+    repeats = 3 if quick else 5
+    rows = []
+    for data_name, (x, n_hidden, epochs) in cases.items():
+        for batch in (10, 100):
+            n_examples = epochs * (len(x) // batch) * batch
+            runs = {}
+            for name, kwargs in OUR_CONFIGS.items():
+
+                def ours(kwargs=kwargs, x=x, n_hidden=n_hidden, batch=batch, epochs=epochs):
+                    t0 = time.perf_counter()
+                    res = fit(
+                        x,
+                        n_hidden,
+                        batch_size=batch,
+                        num_chains=batch,
+                        epochs=epochs,
+                        eval_every=None,
+                        progress=False,
+                        **kwargs,
+                    )
+                    # The whole call (data checks, initialisation, training) less the
+                    # compilation, which the first call of these settings pays once.
+                    seconds = time.perf_counter() - t0 - res.timings["compile_s"]
+                    return seconds, res.timings["compile_s"]
+
+                runs[name] = ours
+            for dtype in ("float64", "float32"):
+                x_typed = x.astype(dtype)  # scikit-learn keeps float32 input in float32
+
+                def theirs(xx=x_typed, n_hidden=n_hidden, batch=batch, epochs=epochs):
+                    t0 = time.perf_counter()
+                    BernoulliRBM(
+                        n_components=n_hidden, batch_size=batch, n_iter=epochs, random_state=0
+                    ).fit(xx)
+                    return time.perf_counter() - t0, 0.0
+
+                runs[f"sklearn {dtype}"] = theirs
+            best = {name: math.inf for name in runs}
+            compile_s = {}
+            for rep in range(repeats):  # the contenders take turns; the best time counts
+                for name, fn in runs.items():
+                    seconds, compiled = fn()
+                    best[name] = min(best[name], seconds)
+                    if rep == 0:
+                        compile_s[name] = compiled  # the first fit compiles, later ones reuse
+            sk = {
+                dtype: epochs * len(x) / best[f"sklearn {dtype}"]
+                for dtype in ("float64", "float32")
+            }
+            for name in OUR_CONFIGS:
+                ex_s = n_examples / best[name]
+                case = f"PCD-1 {data_name} batch {batch}, ours {name}"
+                for dtype, (target, minimum) in SPEED_TARGETS[(data_name, batch)].items():
+                    rows.append(
+                        row(
+                            case,
+                            "examples/s",
+                            ex_s,
+                            f"sklearn BernoulliRBM ({dtype})",
+                            sk[dtype],
+                            target,
+                            minimum,
+                            note=f"best of {repeats}, {epochs} epoch(s) of {len(x)} rows, "
+                            "whole fit call less compile time",
+                        )
+                    )
+                rows.append(
+                    row(
+                        case,
+                        "compile s (once per run)",
+                        compile_s[name],
+                        note="first fit of these settings and shapes; later fits reuse it",
+                    )
+                )
+            print_rows(rows[-6:])
+    return rows
+
+
+# --- bars-and-stripes -------------------------------------------------------------------------
+
+
+def bas(seeds, n_hidden=16):
+    patterns = datasets.bars_and_stripes(4)
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        res = fit(patterns, n_hidden, method="pt", seed=seed, progress=False)
+        ll = exact_ll(res.params, patterns)
+        epochs = res.history["epoch"][-1]
+        rows.append(
+            row(
+                f"bars-and-stripes 4x4, PT defaults, 16 hidden, seed {seed}",
+                "LL per pattern (nats)",
+                ll,
+                "optimum -ln 30",
+                -math.log(30),
+                target=">= -3.45",
+                note=f"{epochs} epochs = {epochs * 3} updates (fit's default), 30 patterns "
+                f"untiled; {time.perf_counter() - t0:.0f} s incl. compile and monitoring",
+            )
+        )
+        rows[-1]["met"] = bool(ll >= -3.45)
+        print_rows(rows[-1:])
+    return rows
+
+
+# --- quality on digits ------------------------------------------------------------------------
+
 METHODS = {
     "CD-1": dict(method="cd", centering=False),
     "PCD-1": dict(method="pcd", centering=False),
@@ -86,11 +293,33 @@ METHODS = {
 }
 
 
-def quality(results, hidden_sizes=(16, 20), epochs=100, seed=0):
+def quality(hidden_sizes=(16, 20), epochs=100, seed=0):
     data = datasets.digits()
     n = len(data.train)
+    batch = 10  # fit's default
     rows = []
     for n_hidden in hidden_sizes:
+        ceiling = None
+        if n_hidden == 16:
+            t0 = time.perf_counter()
+            p, _ = exact_ml(data.train, n_hidden)
+            ceiling = exact_ll(p, data.test)
+            rows.append(
+                row(
+                    f"digits {n_hidden} hidden: exact ML (full-batch, exact gradient)",
+                    "test LL (nats)",
+                    ceiling,
+                    note=f"4000 full-batch Adam steps; train LL {exact_ll(p, data.train):.3f}; "
+                    f"{time.perf_counter() - t0:.0f} s",
+                )
+            )
+        # scikit-learn: same batch size, same number of updates (it uses ceil(n / batch)).
+        updates = epochs * (n // batch)
+        n_iter = round(updates / math.ceil(n / batch))
+        sk = BernoulliRBM(
+            n_components=n_hidden, batch_size=batch, n_iter=n_iter, random_state=seed
+        ).fit(data.train)
+        sk_ll = exact_ll(sklearn_params(sk), data.test)
         for name, kwargs in METHODS.items():
             t0 = time.perf_counter()
             res = fit(
@@ -102,152 +331,58 @@ def quality(results, hidden_sizes=(16, 20), epochs=100, seed=0):
                 eval_every=None,
                 **kwargs,
             )
-            batch = 10  # fit's default
-            updates = epochs * (n // batch)
-            rows.append(
-                dict(
-                    n_hidden=n_hidden,
-                    method=name,
-                    updates=updates,
-                    train_ll=exact_ll(res.params, data.train),
-                    test_ll=exact_ll(res.params, data.test),
-                    seconds=time.perf_counter() - t0,
-                )
+            test_ll = exact_ll(res.params, data.test)
+            note = (
+                f"{updates} updates; train LL {exact_ll(res.params, data.train):.3f}; "
+                f"{time.perf_counter() - t0:.0f} s"
             )
-            print(rows[-1], flush=True)
-        # scikit-learn: same batch size, same number of updates (it uses ceil(n / batch)).
-        t0 = time.perf_counter()
-        n_iter = round(updates / math.ceil(n / batch))
-        sk = BernoulliRBM(
-            n_components=n_hidden, batch_size=batch, n_iter=n_iter, random_state=seed
-        ).fit(data.train)
-        p = sklearn_params(sk)
+            r = row(
+                f"digits {n_hidden} hidden: {name}",
+                "test LL (nats)",
+                test_ll,
+                "sklearn BernoulliRBM (same updates)",
+                sk_ll,
+                note=note,
+            )
+            r["ratio"] = None  # a ratio of log-likelihoods means nothing; the gap is the figure
+            if ceiling is not None and name.endswith("(default)"):
+                r["target"] = f"within 0.1 of the exact-ML ceiling {ceiling:.3f}"
+                r["met"] = bool(test_ll >= ceiling - 0.1)
+            rows.append(r)
+            print_rows(rows[-1:])
         rows.append(
-            dict(
-                n_hidden=n_hidden,
-                method="scikit-learn BernoulliRBM (lr 0.1)",
-                updates=n_iter * math.ceil(n / batch),
-                train_ll=exact_ll(p, data.train),
-                test_ll=exact_ll(p, data.test),
-                seconds=time.perf_counter() - t0,
+            row(
+                f"digits {n_hidden} hidden: sklearn BernoulliRBM (lr 0.1)",
+                "test LL (nats)",
+                sk_ll,
+                note=f"{n_iter * math.ceil(n / batch)} updates at batch {batch}",
             )
         )
-        print(rows[-1], flush=True)
-        if n_hidden == 16:
-            t0 = time.perf_counter()
-            p, _ = exact_ml(data.train, n_hidden)
-            rows.append(
-                dict(
-                    n_hidden=n_hidden,
-                    method="exact ML (full-batch, exact gradient)",
-                    updates=4000,
-                    train_ll=exact_ll(p, data.train),
-                    test_ll=exact_ll(p, data.test),
-                    seconds=time.perf_counter() - t0,
-                )
-            )
-            print(rows[-1], flush=True)
-    print(f"\n{'n_h':>4} {'method':<40} {'updates':>8} {'train LL':>9} {'test LL':>9} {'s':>6}")
-    for r in rows:
-        print(
-            f"{r['n_hidden']:>4} {r['method']:<40} {r['updates']:>8} {r['train_ll']:>9.3f} "
-            f"{r['test_ll']:>9.3f} {r['seconds']:>6.0f}"
-        )
-    results["quality"] = rows
-
-
-def bas(results, seeds=(0, 1, 2, 3, 4), n_hidden=16, epochs=200, learning_rate=0.05):
-    data = datasets.bars_and_stripes(4)
-    train = np.tile(data, (10, 1))  # 300 rows: 30 updates per epoch at batch size 10
-    rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        res = fit(
-            train,
-            n_hidden,
-            method="pt",
-            epochs=epochs,
-            seed=seed,
-            progress=False,
-            eval_every=None,
-            learning_rate=learning_rate,
-        )
-        rows.append(
-            dict(seed=seed, ll=exact_ll(res.params, data), seconds=time.perf_counter() - t0)
-        )
-        print(rows[-1], flush=True)
-    print(
-        f"\nbars-and-stripes 4x4, PT defaults, n_hidden={n_hidden}, epochs={epochs}, "
-        f"learning_rate={learning_rate} (optimum {-math.log(30):.3f})"
-    )
-    for r in rows:
-        print(f"seed {r['seed']}: {r['ll']:.3f} per pattern ({r['seconds']:.0f} s)")
-    results["bas"] = dict(n_hidden=n_hidden, epochs=epochs, learning_rate=learning_rate, rows=rows)
-
-
-def speed(results, epochs=5):
-    rng = np.random.default_rng(0)
-    sets = {
-        "digits 64x16": (datasets.digits().train, 16),
-        "random 784x500": ((rng.random((2000, 784)) < 0.3).astype(np.float32), 500),
-    }
-    rows = []
-    for name, (x, n_hidden) in sets.items():
-        for batch in (10, 100):
-            res = fit(
-                x,
-                n_hidden,
-                batch_size=batch,
-                epochs=epochs,
-                eval_every=None,
-                progress=False,
-                num_chains=batch,
-            )
-            ours = epochs * (len(x) // batch) * batch / res.timings["train_s"]
-            t0 = time.perf_counter()
-            BernoulliRBM(
-                n_components=n_hidden, batch_size=batch, n_iter=epochs, random_state=0
-            ).fit(x)
-            theirs = epochs * len(x) / (time.perf_counter() - t0)
-            rows.append(
-                dict(
-                    data=name,
-                    batch_size=batch,
-                    ours=ours,
-                    sklearn=theirs,
-                    ratio=ours / theirs,
-                    compile_s=res.timings["compile_s"],
-                )
-            )
-            print(rows[-1], flush=True)
-    print(
-        f"\n{'data':<16} {'batch':>5} {'ours ex/s':>10} {'sklearn ex/s':>12} {'ratio':>6} "
-        f"{'compile s':>9}"
-    )
-    for r in rows:
-        print(
-            f"{r['data']:<16} {r['batch_size']:>5} {r['ours']:>10.0f} {r['sklearn']:>12.0f} "
-            f"{r['ratio']:>6.2f} {r['compile_s']:>9.1f}"
-        )
-    results["speed"] = rows
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["quality", "bas", "speed"])
+    parser.add_argument("--quick", action="store_true", help="a 2-3 minute subset")
+    parser.add_argument("--sections", nargs="+", default=None, help="speed, bas, quality")
     parser.add_argument("--hidden", nargs="+", type=int, default=[16, 20])
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="bars-and-stripes seeds")
+    parser.add_argument("--out", default=str(RESULTS / "training.json"), help="JSON path")
     args = parser.parse_args()
-    results = {"device": str(jax.devices()[0])}
-    if "quality" in args.sections:
-        quality(results, tuple(args.hidden))
-    if "bas" in args.sections:
-        bas(results)
-    if "speed" in args.sections:
-        speed(results)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
+    sections = args.sections or (["speed", "bas"] if args.quick else ["speed", "bas", "quality"])
+    rows = []
+    if "speed" in sections:
+        rows += speed(args.quick)
+    if "bas" in sections:
+        rows += bas(range(args.seeds or (1 if args.quick else 10)))
+    if "quality" in sections:
+        rows += quality(tuple(args.hidden))
+    print_rows(rows)
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "training", "device": device_string(), "rows": rows}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -64,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import io
 from .core import RBMParams, free_energy, gibbs_sweep, hidden_mean, init_params, visible_mean
@@ -90,6 +92,14 @@ __all__ = [
 METHODS = ("cd", "pcd", "pt")
 CHECKPOINT_FILE = "checkpoint.npz"
 PARAMS_FILE = "params.npz"
+# epochs=None trains for DEFAULT_EPOCHS epochs or MIN_UPDATES parameter updates, whichever is
+# more: small data sets (bars-and-stripes: 30 patterns, 3 updates an epoch) need the updates.
+DEFAULT_EPOCHS = 100
+MIN_UPDATES = 10_000
+# eval_every="auto" evaluates at most about this many times per run.
+MAX_EVALUATIONS = 100
+# The mesh axis data-parallel training splits minibatches and chains along.
+DATA_AXIS = "data"
 # Chains whose free-energy split R-hat exceeds this trigger a "not mixing" warning.
 RHAT_WARNING = 1.1
 
@@ -149,6 +159,8 @@ def loss_gradient(params: RBMParams, v_data, v_model, offsets=None) -> RBMParams
 
 
 def _gibbs_k(key, params: RBMParams, v, k: int):
+    """``k`` block-Gibbs sweeps of the chains ``v``, through the unit types' own samplers."""
+
     def body(v, key):
         return gibbs_sweep(key, params, v)[0], None
 
@@ -178,17 +190,20 @@ def tempered_params(params: RBMParams, betas, base_bias) -> RBMParams:
     )
 
 
-def _swap(key, ladder: RBMParams, chains, parity: int):
-    """Metropolis swaps of replicas ``(t, t + 1)`` for all ``t`` of the given parity."""
-    fe = jax.vmap(free_energy, in_axes=(None, 0))  # F of every replica's model ...
-    fe_all = jax.vmap(lambda p: fe(p, chains))(ladder)  # ... on every chain: (T, T, M)
-    t = jnp.arange(chains.shape[0] - 1)
-    own = fe_all[t, t] + fe_all[t + 1, t + 1]
-    crossed = fe_all[t, t + 1] + fe_all[t + 1, t]
+def _swap(uniforms, ladder: RBMParams, chains, parity: int):
+    """Metropolis swaps of replicas ``(t, t + 1)`` for all ``t`` of the given parity, driven
+    by ``uniforms`` ``(T - 1, M)``. Only the free energies a swap needs are computed: each
+    replica under its own model and under its neighbours' (``3T`` rather than ``T^2``)."""
+    fe = jax.vmap(free_energy)  # replica t's model on chains t: (T, M)
+    own_each = fe(ladder, chains)
+    lower = jax.tree.map(lambda x: x[:-1], ladder)
+    upper = jax.tree.map(lambda x: x[1:], ladder)
+    own = own_each[:-1] + own_each[1:]
+    crossed = fe(lower, chains[1:]) + fe(upper, chains[:-1])
     log_ratio = own - crossed  # (T - 1, M)
     accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    u = jax.random.uniform(key, log_ratio.shape, dtype=log_ratio.dtype)
-    accept = (u < accept_prob) & ((t % 2) == parity)[:, None]
+    t = jnp.arange(chains.shape[0] - 1)
+    accept = (uniforms < accept_prob) & ((t % 2) == parity)[:, None]
     up = jnp.concatenate([accept, jnp.zeros_like(accept[:1])])  # t takes t + 1's state
     down = jnp.concatenate([jnp.zeros_like(accept[:1]), accept])  # t + 1 takes t's state
     new = jnp.where(up[..., None], jnp.roll(chains, -1, axis=0), chains)
@@ -213,12 +228,15 @@ def pt_negative(key, params: RBMParams, chains, betas, base_bias, k: int = 1):
         and the mean swap acceptance probability of each neighbouring pair ``(T - 1,)``.
     """
     ladder = tempered_params(params, betas, base_bias)
+    n_temps, n_chains = chains.shape[:2]
     key_gibbs, key_even, key_odd = jax.random.split(key, 3)
-    keys = jax.random.split(key_gibbs, chains.shape[0])
+    keys = jax.random.split(key_gibbs, n_temps)
     chains = jax.vmap(lambda kk, p, v: _gibbs_k(kk, p, v, k))(keys, ladder, chains)
-    chains, rate_even = _swap(key_even, ladder, chains, 0)
-    chains, rate_odd = _swap(key_odd, ladder, chains, 1)
-    pair = jnp.arange(chains.shape[0] - 1)
+    u_even = jax.random.uniform(key_even, (n_temps - 1, n_chains), chains.dtype)
+    chains, rate_even = _swap(u_even, ladder, chains, 0)
+    u_odd = jax.random.uniform(key_odd, (n_temps - 1, n_chains), chains.dtype)
+    chains, rate_odd = _swap(u_odd, ladder, chains, 1)
+    pair = jnp.arange(n_temps - 1)
     return chains, jnp.where(pair % 2 == 0, rate_even, rate_odd)
 
 
@@ -299,7 +317,8 @@ class FitResult(NamedTuple):
     key: jax.Array
     #: The full :class:`TrainState`.
     state: TrainState
-    #: ``{"compile_s", "train_s", "eval_s"}``, wall-clock seconds.
+    #: ``{"compile_s", "train_s", "eval_s"}``, wall-clock seconds (``compile_s`` is near zero
+    #: when an earlier call compiled the same settings and shapes).
     timings: dict
 
 
@@ -338,6 +357,30 @@ def _check_data(data, name, units, n_visible=None):
     return arr
 
 
+def _check_devices(devices, method, batch_size, num_chains):
+    try:
+        devices = list(devices)
+    except TypeError as err:
+        raise TypeError(
+            f"devices must be a sequence of jax devices, e.g. jax.devices(): {err}"
+        ) from err
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(
+            f"devices must be a non-empty sequence of jax devices, e.g. jax.devices(); got "
+            f"{devices!r}"
+        )
+    n = len(devices)
+    split = {"batch_size": batch_size}
+    if method != "cd":
+        split["num_chains"] = num_chains
+    for name, value in split.items():
+        if value % n:
+            raise ValueError(
+                f"{name}={value} cannot be split evenly across {n} devices; use a multiple of {n}"
+            )
+    return devices
+
+
 def _make_optimizer(optimizer, learning_rate, total_steps):
     if optimizer is not None:
         if not isinstance(optimizer, optax.GradientTransformation):
@@ -354,17 +397,37 @@ def _make_optimizer(optimizer, learning_rate, total_steps):
         raise ValueError(
             f"learning_rate must be a positive number or an optax schedule, got {learning_rate!r}"
         )
-    if not callable(learning_rate):
-        # Decaying the step size lets the stochastic gradient settle (Tieleman 2008 and most
-        # SML analyses assume a decreasing step size); cosine to 1% over the run.
-        learning_rate = optax.cosine_decay_schedule(learning_rate, total_steps, alpha=0.01)
-    return optax.adam(learning_rate)
+    if callable(learning_rate):
+        return optax.adam(learning_rate)
+    return _default_optimizer(float(learning_rate), int(total_steps))
 
 
-def _build_epoch(cfg, optimizer, betas, base_bias):
-    """The jit-compiled epoch: shuffle, then ``lax.scan`` one update per minibatch."""
+@functools.lru_cache(maxsize=16)
+def _default_optimizer(learning_rate: float, total_steps: int):
+    """Adam on a cosine schedule; one object per setting, so the compiled loop is reused."""
+    # Decaying the step size lets the stochastic gradient settle (Tieleman 2008 and most SML
+    # analyses assume a decreasing step size); cosine to 1% over the run.
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, total_steps, alpha=0.01))
 
-    def negative(key, params, batch, chains):
+
+@functools.lru_cache(maxsize=16)
+def _build_run(cfg_items: tuple, optimizer, state_sharding=None):
+    """The jit-compiled training loop: epochs in a ``while_loop``, each a shuffle and a
+    ``lax.scan`` of one update per minibatch.
+
+    Cached on the (hashable) settings, so repeated :func:`fit` calls with the same settings
+    and shapes reuse one compiled loop; the ladder ``betas``, ``base_bias`` and the epoch count
+    are traced arguments. With ``state_sharding`` (a :class:`TrainState` of shardings, see
+    :func:`_data_parallel_sharding`) minibatches and chains are split across the mesh's
+    devices and everything else is replicated; XLA inserts the gradient reductions.
+    """
+    cfg = dict(cfg_items)
+    batch_sharding = None
+    if state_sharding is not None:
+        # (n_batches, batch_size, n_visible): each device gets its share of every minibatch.
+        batch_sharding = NamedSharding(state_sharding.key.mesh, PartitionSpec(None, DATA_AXIS))
+
+    def negative(key, params, batch, chains, betas, base_bias):
         if cfg["method"] == "cd":
             v_model = cd_negative(key, params, batch, cfg["k"])
             return v_model, v_model, jnp.zeros((0,), batch.dtype)
@@ -374,16 +437,17 @@ def _build_epoch(cfg, optimizer, betas, base_bias):
         chains, rate = pt_negative(key, params, chains, betas, base_bias, cfg["k"])
         return chains[-1], chains, rate
 
-    def update(state: TrainState, batch):
+    def update(state: TrainState, batch, betas, base_bias):
         key, key_neg = jax.random.split(state.key)
         offsets = (state.visible_offset, state.hidden_offset)
         standard = to_standard(state.params, *offsets)
-        v_model, chains, rate = negative(key_neg, standard, batch, state.chains)
+        v_model, chains, rate = negative(key_neg, standard, batch, state.chains, betas, base_bias)
         grads = loss_gradient(state.params, batch, v_model, offsets)
-        w = state.params.weights
-        grads = grads.replace(
-            weights=grads.weights + cfg["weight_decay"] * w + cfg["l1_decay"] * jnp.sign(w)
-        )
+        if cfg["weight_decay"] or cfg["l1_decay"]:
+            w = state.params.weights
+            grads = grads.replace(
+                weights=grads.weights + cfg["weight_decay"] * w + cfg["l1_decay"] * jnp.sign(w)
+            )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         hidden_offset = state.hidden_offset
@@ -399,18 +463,75 @@ def _build_epoch(cfg, optimizer, betas, base_bias):
         state = TrainState(params, state.visible_offset, hidden_offset, opt_state, chains, key)
         return state, rate
 
-    def epoch(state: TrainState, data):
+    def epoch(state: TrainState, data, betas, base_bias):
         key, key_perm = jax.random.split(state.key)
         n_batches = data.shape[0] // cfg["batch_size"]
         perm = jax.random.permutation(key_perm, data.shape[0])[: n_batches * cfg["batch_size"]]
         batches = data[perm].reshape(n_batches, cfg["batch_size"], data.shape[1])
-        state, rates = jax.lax.scan(update, state._replace(key=key), batches)
-        finite = jnp.all(
-            jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state.params)])
-        )
-        return state, jnp.mean(rates, axis=0), finite
+        if batch_sharding is not None:
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
-    return jax.jit(epoch)
+        def step(state, batch):
+            return update(state, batch, betas, base_bias)
+
+        state, rates = jax.lax.scan(step, state._replace(key=key), batches)
+        return state, jnp.mean(rates, axis=0)
+
+    def is_finite(params):
+        return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+    def run(state: TrainState, data, betas, base_bias, n_epochs):
+        """``n_epochs`` (traced: any count reuses the compiled loop) epochs, stopping early
+        at the first whose parameters are not finite. Returns ``(state, swap rates of the
+        last epoch, finite, epochs run)``."""
+        n_rates = betas.shape[0] - 1 if cfg["method"] == "pt" else 0
+        rates0 = jnp.zeros((n_rates,), data.dtype)
+
+        def cond(carry):
+            _, _, finite, done = carry
+            return finite & (done < n_epochs)
+
+        def body(carry):
+            state, _, _, done = carry
+            state, rates = epoch(state, data, betas, base_bias)
+            return state, rates, is_finite(state.params), done + 1
+
+        init = (state, rates0, jnp.array(True), jnp.array(0, jnp.int32))
+        return jax.lax.while_loop(cond, body, init)
+
+    if state_sharding is None:
+        return jax.jit(run)
+    rep = NamedSharding(state_sharding.key.mesh, PartitionSpec())
+    return jax.jit(
+        run,
+        in_shardings=(state_sharding, rep, rep, rep, rep),
+        out_shardings=(state_sharding, rep, rep, rep),
+    )
+
+
+def _data_parallel_sharding(devices, state: TrainState, method: str) -> TrainState:
+    """Shardings for data-parallel training on ``devices``: the chains split along their chain
+    axis, everything else (parameters, offsets, optimiser state, key) replicated."""
+    mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    chain_axis = (None, DATA_AXIS) if method == "pt" else (DATA_AXIS,)
+    return TrainState(
+        params=jax.tree.map(lambda _: replicated, state.params),
+        visible_offset=replicated,
+        hidden_offset=replicated,
+        opt_state=jax.tree.map(lambda _: replicated, state.opt_state),
+        chains=NamedSharding(mesh, PartitionSpec(*chain_axis)),
+        key=replicated,
+    )
+
+
+@jax.jit
+def _exact_log_likelihoods(params, key, datasets):
+    """Exact mean log-likelihood of each data set (module level: compiled once per shapes)."""
+    from .partition import log_partition
+
+    log_z = log_partition(params, chunk_bits=12)
+    return [jnp.mean(-free_energy(params, d)) - log_z for d in datasets]
 
 
 def _log_likelihood_fn(mode, n_small):
@@ -418,14 +539,7 @@ def _log_likelihood_fn(mode, n_small):
     if mode is None:
         return None
     if mode == "exact" or (mode == "auto" and n_small <= 20):
-        from .partition import log_partition
-
-        @jax.jit
-        def exact(params, key, datasets):
-            log_z = log_partition(params, chunk_bits=12)
-            return [jnp.mean(-free_energy(params, d)) - log_z for d in datasets]
-
-        return exact
+        return _exact_log_likelihoods
     try:
         from .ais import ais as run_ais
     except ImportError:
@@ -450,12 +564,30 @@ def _diagnostic_trace(params, chains, key, n_draws=50):
     return jnp.swapaxes(trace, 0, 1)  # (chains, draws, n_visible)
 
 
-def _chain_rhat(params, chains, key):
+@jax.jit
+def _tempered_diagnostic_trace(params, replicas, betas, base_bias, key, n_draws=50):
+    """The model replica's trace under parallel tempering (sweeps *and* swaps), which is the
+    chain that supplies PT's negative samples."""
+
+    def body(chains, k):
+        chains = pt_negative(k, params, chains, betas, base_bias)[0]
+        return chains, chains[-1]
+
+    _, trace = jax.lax.scan(body, replicas, jax.random.split(key, n_draws))
+    return jnp.swapaxes(trace, 0, 1)  # (chains, draws, n_visible)
+
+
+def _chain_rhat(params, chains, key, ladder=None):
     """Split R-hat of the persistent chains' free energy over 50 further sweeps at fixed
-    parameters (ArviZ, through :mod:`numpyro_rbm.diagnostics` when available)."""
-    if chains.shape[0] < 2:
+    parameters (ArviZ, through :mod:`numpyro_rbm.diagnostics` when available). With
+    ``ladder=(betas, base_bias)``, ``chains`` are PT replicas ``(T, M, n_visible)`` and the
+    sweeps include the replica swaps."""
+    if chains.shape[-2] < 2:
         return float("nan")
-    trace = _diagnostic_trace(params, chains, key)
+    if ladder is None:
+        trace = _diagnostic_trace(params, chains, key)
+    else:
+        trace = _tempered_diagnostic_trace(params, chains, *ladder, key)
     try:
         from .diagnostics import chain_diagnostics
 
@@ -498,7 +630,7 @@ def fit(
     n_hidden: int,
     *,
     method: str = "pcd",
-    epochs: int = 100,
+    epochs: int | None = None,
     batch_size: int = 10,
     learning_rate: float | Callable = 0.01,
     optimizer: optax.GradientTransformation | None = None,
@@ -514,18 +646,21 @@ def fit(
     hidden_units="bernoulli",
     weight_scale: float = 0.01,
     test_data=None,
-    eval_every: int | None = 1,
+    eval_every: int | str | None = "auto",
     log_likelihood: str | None = "auto",
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callable] = (),
+    devices: Sequence[jax.Device] | None = None,
 ) -> FitResult:
     r"""Trains an RBM on ``data`` by stochastic maximum likelihood.
 
     Each epoch shuffles the data, cuts it into ``len(data) // batch_size`` minibatches (the
     remainder is left out of that epoch; a different remainder each epoch) and makes one
-    optimiser update per minibatch inside a single jit-compiled :func:`jax.lax.scan`. Visible
+    optimiser update per minibatch inside a :func:`jax.lax.scan`; the epochs between two
+    evaluations run in one compiled :func:`jax.lax.while_loop`, compiled once per settings
+    and shapes (later calls with the same ones reuse it). Visible
     biases start at the data's base rates (Hinton's guide), weights at
     :math:`\mathcal N(0, \text{weight\_scale}^2)`. Everything is a function of ``seed``: the
     same call gives the same parameters, and a resumed run equals an uninterrupted one.
@@ -535,7 +670,9 @@ def fit(
         n_hidden: number of hidden units.
         method: ``"pcd"`` (persistent contrastive divergence / SML), ``"cd"`` (CD-k) or
             ``"pt"`` (parallel tempering).
-        epochs: total number of passes over the data.
+        epochs: total number of passes over the data. ``None`` (the default) trains for 100
+            epochs or 10,000 parameter updates, whichever is more, so that a small data set
+            (30 bars-and-stripes patterns make 3 updates an epoch) still gets enough updates.
         batch_size: examples per update.
         learning_rate: initial step size of the default optimiser, Adam with the step size
             decayed to 1% of ``learning_rate`` over the run by a cosine schedule; or an optax
@@ -554,7 +691,9 @@ def fit(
         weight_scale: standard deviation of the initial weights.
         test_data: optional held-out examples, monitored alongside the training data.
         eval_every: evaluate the monitoring metrics every this many epochs (and after the
-            last); ``None`` turns monitoring off.
+            last); ``"auto"`` (the default) every ``max(1, epochs // 100)`` epochs, at most
+            about 100 evaluations; ``None`` turns monitoring off. The epochs between two
+            evaluations (or checkpoints) run inside one compiled call.
         log_likelihood: ``"auto"`` (exact when the smaller layer has at most 20 units, else AIS
             when :mod:`numpyro_rbm.ais` is available), ``"exact"``, ``"ais"`` or ``None``.
         checkpoint_dir: folder for an atomic checkpoint after every epoch and the final
@@ -563,6 +702,12 @@ def fit(
         progress: show a tqdm progress bar with the latest metrics.
         callbacks: functions ``callback(epoch, params, metrics) -> bool | None`` called after
             each evaluation; returning ``True`` stops training.
+        devices: data-parallel training over these devices (e.g. ``jax.devices()``): every
+            minibatch and the persistent chains are split evenly across them, parameters and
+            optimiser state are replicated, and XLA reduces the gradients. ``batch_size`` and
+            ``num_chains`` must be multiples of ``len(devices)``. Same seed, same result as on
+            one device, up to the order of floating-point sums. ``None``: one device, no
+            sharding.
 
     Returns:
         A :class:`FitResult`.
@@ -580,12 +725,17 @@ def fit(
     if not vis.enumerable:
         raise ValueError(f"fit supports two-state visible units only, got {vis.name!r}")
     n_hidden = _check_positive_int("n_hidden", n_hidden)
-    epochs = _check_positive_int("epochs", epochs)
+    if epochs is not None:
+        epochs = _check_positive_int("epochs", epochs)
     batch_size = _check_positive_int("batch_size", batch_size)
     k = _check_positive_int("k", k)
     num_chains = _check_positive_int("num_chains", num_chains)
     num_temperatures = _check_positive_int("num_temperatures", num_temperatures, minimum=2)
-    if eval_every is not None:
+    if eval_every is not None and eval_every != "auto":
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int | np.integer):
+            raise ValueError(
+                f"eval_every must be an integer >= 1, 'auto' or None, got {eval_every!r}"
+            )
         eval_every = _check_positive_int("eval_every", eval_every)
     for name, value in (("weight_decay", weight_decay), ("l1_decay", l1_decay)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
@@ -618,7 +768,14 @@ def fit(
             f"batch_size={batch_size} exceeds the {n} training examples; use batch_size <= {n}"
         )
     test = None if test_data is None else _check_data(test_data, "test_data", vis, n_visible)
-    optimizer = _make_optimizer(optimizer, learning_rate, epochs * (n // batch_size))
+    if devices is not None:
+        devices = _check_devices(devices, method, batch_size, num_chains)
+    updates_per_epoch = n // batch_size
+    if epochs is None:
+        epochs = max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / updates_per_epoch))
+    if eval_every == "auto":
+        eval_every = max(1, epochs // MAX_EVALUATIONS)
+    optimizer = _make_optimizer(optimizer, learning_rate, epochs * updates_per_epoch)
 
     # --- initial state -----------------------------------------------------------------------
     train = jnp.asarray(train, dtype)
@@ -699,7 +856,19 @@ def fit(
 
     # --- compile -----------------------------------------------------------------------------
     t0 = time.perf_counter()
-    epoch_fn = _build_epoch(cfg, optimizer, betas, base).lower(state, train).compile()
+    state_sharding = None
+    if devices is not None:
+        state_sharding = _data_parallel_sharding(devices, state, method)
+        state = jax.device_put(state, state_sharding)
+        train = jax.device_put(train, NamedSharding(state_sharding.key.mesh, PartitionSpec()))
+    # The epoch count is a traced argument: one compilation serves every call with these
+    # settings and shapes. A call for zero epochs compiles (or finds the cached loop) now, so
+    # that train_s is pure training time.
+    try:
+        run_fn = _build_run(tuple(sorted(cfg.items())), optimizer, state_sharding)
+    except TypeError:  # an optimiser that cannot be hashed: compile without the cache
+        run_fn = _build_run.__wrapped__(tuple(sorted(cfg.items())), optimizer, state_sharding)
+    jax.block_until_ready(run_fn(state, train, betas, base, np.int32(0)))
     timings = {"compile_s": time.perf_counter() - t0, "train_s": 0.0, "eval_s": 0.0}
     ll_fn = None
     if eval_every is not None:
@@ -725,8 +894,10 @@ def fit(
             if test is not None:
                 metrics["test_log_likelihood"] = float(values[1])
         if method != "cd":
-            model_chains = state.chains[-1] if method == "pt" else state.chains
-            rhat = _chain_rhat(params, model_chains, jax.random.fold_in(key_diag, epoch))
+            # PT's negative samples mix through the swaps: diagnose the chain it really runs.
+            ladder = (betas, base) if method == "pt" else None
+            key = jax.random.fold_in(key_diag, epoch)
+            rhat = _chain_rhat(params, state.chains, key, ladder)
             metrics["chain_rhat"] = rhat
             if rhat > RHAT_WARNING and not mixing_warned:
                 # Once per run: later epochs are in history["chain_rhat"].
@@ -749,11 +920,26 @@ def fit(
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"fit[{method}]", unit="epoch")
     last_good = start_epoch
+
+    def next_stop(done):
+        """The next epoch at which Python must look at the state (evaluation, checkpoint,
+        end); the epochs up to it run inside one compiled call."""
+        if ckpt_path is not None:
+            return done + 1
+        stop = epochs
+        if eval_every is not None:
+            stop = min(stop, (done // eval_every + 1) * eval_every)
+        if bar is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
+            stop = min(stop, done + max(1, epochs // MAX_EVALUATIONS))
+        return stop
+
+    epoch = start_epoch
     try:
-        for epoch in range(start_epoch + 1, epochs + 1):
+        while epoch < epochs:
             t0 = time.perf_counter()
-            new_state, rate, finite = epoch_fn(state, train)
-            finite = bool(finite)  # blocks until the epoch is done
+            n_run = np.int32(next_stop(epoch) - epoch)
+            new_state, rate, finite, ran = run_fn(state, train, betas, base, n_run)
+            finite = bool(finite)  # blocks until the epochs are done
             timings["train_s"] += time.perf_counter() - t0
             if not finite:
                 where = (
@@ -764,9 +950,10 @@ def fit(
                     else "pass checkpoint_dir to keep the last good state"
                 )
                 raise TrainingDiverged(
-                    f"the parameters became NaN or infinite during epoch {epoch}; {where}. "
-                    "Lower the learning_rate or add weight_decay."
+                    f"the parameters became NaN or infinite during epoch {epoch + int(ran)}; "
+                    f"{where}. Lower the learning_rate or add weight_decay."
                 )
+            epoch += int(ran)
             state = new_state
             stop = False
             if eval_every is not None and (epoch % eval_every == 0 or epoch == epochs):
@@ -790,7 +977,7 @@ def fit(
                 io.save_checkpoint(ckpt_path, _state_to_arrays(state), meta)
                 last_good = epoch
             if bar is not None:
-                bar.update(1)
+                bar.update(int(ran))
             if stop:
                 break
     finally:

@@ -322,6 +322,49 @@ def test_nan_guard_keeps_the_last_good_checkpoint(bas3, tmp_path):
     assert not (tmp_path / training.PARAMS_FILE).exists()
 
 
+def test_nan_guard_inside_a_multi_epoch_call_names_the_epoch(bas3):
+    # No evaluation, no checkpoint: all 6 epochs run in one compiled call, which must stop at
+    # the first epoch whose parameters are not finite and say which one it was.
+    def schedule(step):
+        return jnp.where(step < 30, 0.01, jnp.inf)
+
+    with pytest.raises(TrainingDiverged, match=r"during epoch 4; pass checkpoint_dir"):
+        fit(
+            bas3,
+            5,
+            epochs=6,
+            batch_size=14,
+            optimizer=optax.adam(schedule),
+            eval_every=None,
+            progress=False,
+            num_chains=20,
+        )
+
+
+def test_training_loop_compiles_once_per_settings_and_shapes(bas3, caplog):
+    # 7 hidden units: settings no other test uses, so the first fit must compile the loop.
+    kwargs = dict(epochs=5, batch_size=14, eval_every=2, progress=False, num_chains=20)
+    with jax.log_compiles(), caplog.at_level("WARNING"):
+        first = fit(bas3, 7, seed=0, **kwargs)  # calls for 2, 2 and 1 epochs
+        second = fit(bas3, 7, seed=1, **kwargs)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling jit(run)" in r.getMessage()]
+    assert len(compiles) == 1, compiles
+    assert first.history["epoch"] == second.history["epoch"] == [2, 4, 5]
+    assert first.timings["compile_s"] > 0 and second.timings["train_s"] > 0
+    assert not np.array_equal(first.params.weights, second.params.weights)
+
+
+def test_default_epochs_guarantee_enough_updates():
+    patterns = datasets.bars_and_stripes(3)  # 14 rows: 1 update per epoch at batch size 10
+    # CD: no chain diagnostics, so the 100 evaluations stay cheap.
+    res = fit(patterns, 3, method="cd", progress=False, log_likelihood=None)
+    # 10,000 updates = 10,000 epochs, evaluated every 100 (eval_every="auto": at most ~100).
+    assert res.history["epoch"] == list(range(100, 10_001, 100))
+    assert int(res.opt_state[0].count) == training.MIN_UPDATES
+    # A data set with many updates per epoch keeps the 100 epochs.
+    assert training.DEFAULT_EPOCHS * (1437 // 10) > training.MIN_UPDATES
+
+
 def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
     rng = np.random.default_rng(0)
     data = np.where(rng.random((40, 6)) < 0.7, 1.0, -1.0)
@@ -363,6 +406,9 @@ def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
         (dict(data=np.zeros(9)), "non-empty 2-D array"),
         (dict(data=np.full((5, 9), 0.5)), r"row 0, column 0 is 0.5 \(45 bad entries\)"),
         (dict(callbacks=[1]), "callbacks must be callables"),
+        (dict(eval_every="often"), "eval_every must be an integer >= 1, 'auto' or None"),
+        (dict(devices=["cpu:0"]), "devices must be a non-empty sequence of jax devices"),
+        (dict(devices=[]), "devices must be a non-empty sequence of jax devices"),
     ],
 )
 def test_bad_arguments_get_clear_messages(bas3, kwargs, match):
