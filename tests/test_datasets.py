@@ -19,7 +19,7 @@ def test_digits_shapes_values_and_split():
         assert set(np.unique(x)) == {0.0, 1.0}
     # The split partitions the 1797 images: train + test is a permutation of the raw rows
     # (compared as multisets by sorting the rows lexicographically).
-    from sklearn.datasets import load_digits
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
 
     raw = (load_digits().data >= 8).astype(np.float32)
     both = np.concatenate([d.train, d.test])
