@@ -215,12 +215,14 @@ def _check_data(params: RBMParams, data, name: str):
     if not bool(np.all(params.visible_units.in_support(data))):
         raise ValueError(
             f"{name} has values outside the support of the visible units "
-            f"({params.visible_units.name}: {params.visible_units.values}); binarise it first"
+            f"({params.visible_units.spec}: {params.visible_units.values}); binarise it first "
+            "(Gaussian units: finite values; Potts units: the one-hot layer, "
+            "Potts(q).one_hot(sequences))"
         )
     return jnp.asarray(data, params.weights.dtype)
 
 
-def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0):
+def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_params=None):
     r"""Visible biases of the *base-rate* model: independent units matching the data marginals.
 
     For two-state units with values :math:`(x_-, x_+)`, :math:`p(x_i = x_+) =
@@ -228,6 +230,11 @@ def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0):
     :math:`q_i = (n_i + \alpha) / (N + 2\alpha)` of :math:`x_+` is
     :math:`b_i = \operatorname{logit}(q_i) / (x_+ - x_-)`. The pseudo-count :math:`\alpha`
     keeps units that never (or always) fire in the data at a finite bias.
+
+    Gaussian units: :math:`b_i = \lambda_i \bar v_i` with the *target's* precisions
+    ``unit_params`` (the base model shares the target's base measure, so only the bias is
+    annealed), i.e. independent Gaussians at the data means. Potts units: the log of the
+    smoothed site frequencies (:meth:`~numpyro_rbm.units.Potts.bias_from_data`).
 
     Args:
         data: array ``(N, n_visible)`` of unit values.
@@ -240,10 +247,10 @@ def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0):
     from .units import as_unit_type
 
     units = as_unit_type(units)
-    if units.values is None:
-        raise ValueError(f"the base-rate model needs two-state units, got {units.name}")
     if not pseudocount > 0:
         raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
+    if units.values is None:  # Gaussian (data means), Potts (data frequencies)
+        return units.bias_from_data(data, pseudocount, unit_params)
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] < 1:
         raise ValueError(f"data must have shape (num_examples, n_visible), got {data.shape}")
@@ -259,7 +266,8 @@ def _base_bias(params: RBMParams, base_data, pseudocount):
     if base_data is None:
         return jnp.asarray(params.visible_bias, dtype)
     base_data = np.asarray(_check_data(params, base_data, "data for the base-rate model"))
-    return jnp.asarray(base_rate_bias(base_data, params.visible_units, pseudocount), dtype)
+    bias = base_rate_bias(base_data, params.visible_units, pseudocount, params.visible_unit_params)
+    return jnp.asarray(bias, dtype)
 
 
 def _check_params(params):
@@ -285,7 +293,9 @@ def _log_ratio(params, base_bias, beta_from, beta_to, v, phi):
     Taken unit by unit, not as a difference of two whole free energies, to avoid cancelling
     two large numbers in float32.
     """
-    a_h = params.hidden_units.log_partition  # sums over the last axis: add a length-1 axis
+    # log_partition sums over the last axis: add a length-1 axis (and to unit parameters).
+    unit_params = jax.tree.map(lambda x: x[..., None], params.hidden_unit_params)
+    a_h = params.hidden_units.bind(unit_params).log_partition
     hidden = jnp.sum(a_h((beta_to * phi)[..., None]) - a_h((beta_from * phi)[..., None]), -1)
     visible = (beta_to - beta_from) * jnp.sum(v * (params.visible_bias - base_bias), -1)
     return visible + hidden
@@ -294,15 +304,15 @@ def _log_ratio(params, base_bias, beta_from, beta_to, v, phi):
 def _transition(key, params, base_bias, beta, phi):
     """One Gibbs sweep of the intermediate RBM at inverse temperature ``beta``."""
     key_h, key_v = jax.random.split(key)
-    h = params.hidden_units.sample(key_h, beta * phi)
+    h = params.hidden_layer.sample(key_h, beta * phi)
     field = (1 - beta) * base_bias + beta * visible_field(params, h)
-    return params.visible_units.sample(key_v, field)
+    return params.visible_layer.sample(key_v, field)
 
 
 @partial(jax.jit, static_argnames="num_runs")
 def _forward_log_weights(key, params, base_bias, betas, num_runs):
     key_init, key_steps = jax.random.split(key)
-    v = params.visible_units.sample(
+    v = params.visible_layer.sample(
         key_init, jnp.broadcast_to(base_bias, (num_runs, base_bias.shape[-1]))
     )
     zeros = jnp.zeros((num_runs,), betas.dtype)
@@ -355,13 +365,15 @@ def _flatten(params: RBMParams, base_bias):
         weights=flat(params.weights, (n_v, n_h)),
         visible_bias=flat(params.visible_bias, (n_v,)),
         hidden_bias=flat(params.hidden_bias, (n_h,)),
+        visible_unit_params=jax.tree.map(lambda x: flat(x, (n_v,)), params.visible_unit_params),
+        hidden_unit_params=jax.tree.map(lambda x: flat(x, (n_h,)), params.hidden_unit_params),
     )
     return flat_params, flat(base_bias, (n_v,))
 
 
 def _log_z_base(params, base_bias):
     zeros = jnp.zeros(params.batch_shape + (params.n_hidden,), base_bias.dtype)
-    return params.visible_units.log_partition(base_bias) + params.hidden_units.log_partition(zeros)
+    return params.visible_layer.log_partition(base_bias) + params.hidden_layer.log_partition(zeros)
 
 
 def _z_score(confidence):

@@ -16,11 +16,13 @@ the hidden units out gives the free energy
     \qquad p(v) = e^{-F(v)} / Z,
 
 where :math:`A_h` is the hidden unit type's conditional log-partition (softplus for
-Bernoulli units, :math:`\log 2\cosh` for spins). The hidden free energy :math:`F_h(h)` is the
-mirror image. Every function here is a pure function of an :class:`RBMParams` pytree and
-explicit PRNG keys, batched over the leading axes of its state arguments, and safe under
-``jit``, ``vmap`` and ``grad``. Parameters may carry leading batch axes too (``weights`` of
-shape ``(..., n_visible, n_hidden)``); they broadcast against the state's leading axes.
+Bernoulli units, :math:`\log 2\cosh` for spins; see :mod:`numpyro_rbm.units` for Gaussian,
+Potts and ReLU units, whose per-unit parameters are leaves of :class:`RBMParams`). The
+hidden free energy :math:`F_h(h)` is the mirror image. Every function here is a pure
+function of an :class:`RBMParams` pytree and explicit PRNG keys, batched over the leading
+axes of its state arguments, and safe under ``jit``, ``vmap`` and ``grad``. Parameters may
+carry leading batch axes too (``weights`` of shape ``(..., n_visible, n_hidden)``); they
+broadcast against the state's leading axes.
 
 Reference: G. E. Hinton, *A Practical Guide to Training Restricted Boltzmann Machines*
 (UTML TR 2010-003).
@@ -29,6 +31,7 @@ Reference: G. E. Hinton, *A Practical Guide to Training Restricted Boltzmann Mac
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +61,13 @@ __all__ = [
 class RBMParams:
     """The parameters of an RBM, a JAX pytree.
 
-    The three arrays are the pytree's leaves (what ``jax.grad`` and optax see); the unit types
-    are static metadata, so a gradient or an optimiser update keeps them.
+    The arrays are the pytree's leaves (what ``jax.grad`` and optax see); the unit types are
+    static metadata, so a gradient or an optimiser update keeps them. Units with learnable
+    per-unit parameters (:class:`~numpyro_rbm.units.Gaussian` precisions,
+    :class:`~numpyro_rbm.units.ReLU` curvatures) keep them in ``visible_unit_params`` /
+    ``hidden_unit_params``, dicts of arrays of shape ``(..., n_units)``: leaves too, so they
+    are learnt like the weights. They are ``None`` (no leaves) for Bernoulli, spin and Potts
+    units, and ``None`` means the defaults for parametric units.
 
     Attributes:
         weights: couplings :math:`W`, shape ``(..., n_visible, n_hidden)``.
@@ -67,6 +75,8 @@ class RBMParams:
         hidden_bias: :math:`c`, shape ``(..., n_hidden)``.
         visible_units: unit type of the visible layer (default Bernoulli {0, 1}).
         hidden_units: unit type of the hidden layer (default Bernoulli {0, 1}).
+        visible_unit_params: the visible unit type's parameters (``None`` for none/defaults).
+        hidden_unit_params: the hidden unit type's parameters (``None`` for none/defaults).
     """
 
     weights: jax.Array
@@ -74,11 +84,23 @@ class RBMParams:
     hidden_bias: jax.Array
     visible_units: UnitType = dataclasses.field(default=Bernoulli(), metadata=dict(static=True))
     hidden_units: UnitType = dataclasses.field(default=Bernoulli(), metadata=dict(static=True))
+    visible_unit_params: Any = None
+    hidden_unit_params: Any = None
 
     def __post_init__(self):
         # Accept unit names; a frozen dataclass needs object.__setattr__ to normalise them.
         object.__setattr__(self, "visible_units", as_unit_type(self.visible_units))
         object.__setattr__(self, "hidden_units", as_unit_type(self.hidden_units))
+
+    @property
+    def visible_layer(self):
+        """The visible unit type bound to its parameters (what the layer computes with)."""
+        return self.visible_units.bind(self.visible_unit_params)
+
+    @property
+    def hidden_layer(self):
+        """The hidden unit type bound to its parameters."""
+        return self.hidden_units.bind(self.hidden_unit_params)
 
     @property
     def n_visible(self) -> int:
@@ -91,10 +113,12 @@ class RBMParams:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Leading axes shared by all three arrays (``()`` for a single RBM)."""
+        unit_params = jax.tree.leaves((self.visible_unit_params, self.hidden_unit_params))
         return jnp.broadcast_shapes(
             jnp.shape(self.weights)[:-2],
             jnp.shape(self.visible_bias)[:-1],
             jnp.shape(self.hidden_bias)[:-1],
+            *(jnp.shape(x)[:-1] for x in unit_params),
         )
 
     def replace(self, **changes) -> RBMParams:
@@ -114,7 +138,8 @@ def init_params(
 ) -> RBMParams:
     r"""Small random weights :math:`W_{ij} \sim \mathcal N(0, \text{weight\_scale}^2)`, zero
     hidden biases, and zero visible biases unless given (Hinton's guide suggests
-    :math:`\log(p_i / (1 - p_i))` from the data marginals :math:`p_i`).
+    :math:`\log(p_i / (1 - p_i))` from the data marginals :math:`p_i`). Parametric unit
+    types get their default parameters (unit precision / curvature) as learnable leaves.
     """
     if n_visible < 1 or n_hidden < 1:
         raise ValueError(
@@ -122,6 +147,13 @@ def init_params(
             f"n_hidden={n_hidden}"
         )
     dtype = jnp.dtype(dtype)
+    visible_units, hidden_units = as_unit_type(visible_units), as_unit_type(hidden_units)
+    q = getattr(visible_units, "q", None)
+    if q is not None and n_visible % q:
+        raise ValueError(
+            f"Potts visible units with q={q} need n_visible = n_sites * q (one-hot per site), "
+            f"got n_visible={n_visible}"
+        )
     weights = weight_scale * jax.random.normal(key, (n_visible, n_hidden), dtype=dtype)
     if visible_bias is None:
         visible_bias = jnp.zeros((n_visible,), dtype)
@@ -137,6 +169,8 @@ def init_params(
         jnp.zeros((n_hidden,), dtype),
         visible_units=visible_units,
         hidden_units=hidden_units,
+        visible_unit_params=visible_units.init_unit_params(n_visible, dtype),
+        hidden_unit_params=hidden_units.init_unit_params(n_hidden, dtype),
     )
 
 
@@ -175,8 +209,8 @@ def energy(params: RBMParams, v, h):
     return (
         -jnp.sum(v * visible_field(params, h), axis=-1)
         - jnp.sum(params.hidden_bias * h, axis=-1)
-        - params.visible_units.base_log_measure(v)
-        - params.hidden_units.base_log_measure(h)
+        - params.visible_layer.base_log_measure(v)
+        - params.hidden_layer.base_log_measure(h)
     )
 
 
@@ -185,8 +219,8 @@ def free_energy(params: RBMParams, v):
     = -b^\top v - \log\mu_v(v) - \sum_j A_h(c_j + (v^\top W)_j)`."""
     return (
         -jnp.sum(params.visible_bias * v, axis=-1)
-        - params.visible_units.base_log_measure(v)
-        - params.hidden_units.log_partition(hidden_field(params, v))
+        - params.visible_layer.base_log_measure(v)
+        - params.hidden_layer.log_partition(hidden_field(params, v))
     )
 
 
@@ -195,8 +229,8 @@ def hidden_free_energy(params: RBMParams, h):
     = -c^\top h - \log\mu_h(h) - \sum_i A_v(b_i + (W h)_i)`."""
     return (
         -jnp.sum(params.hidden_bias * h, axis=-1)
-        - params.hidden_units.base_log_measure(h)
-        - params.visible_units.log_partition(visible_field(params, h))
+        - params.hidden_layer.base_log_measure(h)
+        - params.visible_layer.log_partition(visible_field(params, h))
     )
 
 
@@ -205,22 +239,22 @@ def hidden_free_energy(params: RBMParams, h):
 
 def hidden_mean(params: RBMParams, v):
     r""":math:`\mathbb{E}[h \mid v] = A_h'(c + W^\top v)` (``sigmoid`` for Bernoulli units)."""
-    return params.hidden_units.mean(hidden_field(params, v))
+    return params.hidden_layer.mean(hidden_field(params, v))
 
 
 def visible_mean(params: RBMParams, h):
     r""":math:`\mathbb{E}[v \mid h] = A_v'(b + W h)`."""
-    return params.visible_units.mean(visible_field(params, h))
+    return params.visible_layer.mean(visible_field(params, h))
 
 
 def sample_hidden(key, params: RBMParams, v):
     """Draws :math:`h \\sim p(h \\mid v)`, all hidden units independently."""
-    return params.hidden_units.sample(key, hidden_field(params, v))
+    return params.hidden_layer.sample(key, hidden_field(params, v))
 
 
 def sample_visible(key, params: RBMParams, h):
     """Draws :math:`v \\sim p(v \\mid h)`, all visible units independently."""
-    return params.visible_units.sample(key, visible_field(params, h))
+    return params.visible_layer.sample(key, visible_field(params, h))
 
 
 def hidden_log_prob(params: RBMParams, h, v):
@@ -229,8 +263,8 @@ def hidden_log_prob(params: RBMParams, h, v):
     field = hidden_field(params, v)
     return (
         jnp.sum(h * field, axis=-1)
-        + params.hidden_units.base_log_measure(h)
-        - params.hidden_units.log_partition(field)
+        + params.hidden_layer.base_log_measure(h)
+        - params.hidden_layer.log_partition(field)
     )
 
 
@@ -240,8 +274,8 @@ def visible_log_prob(params: RBMParams, v, h):
     field = visible_field(params, h)
     return (
         jnp.sum(v * field, axis=-1)
-        + params.visible_units.base_log_measure(v)
-        - params.visible_units.log_partition(field)
+        + params.visible_layer.base_log_measure(v)
+        - params.visible_layer.log_partition(field)
     )
 
 

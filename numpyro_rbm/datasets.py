@@ -27,7 +27,19 @@ import numpy as np
 
 from .units import as_unit_type
 
-__all__ = ["Dataset", "digits", "bars_and_stripes", "load"]
+__all__ = [
+    "Dataset",
+    "digits",
+    "bars_and_stripes",
+    "load",
+    "Standardization",
+    "standardize",
+    "load_real",
+    "AMINO_ACIDS",
+    "Alignment",
+    "encode_sequences",
+    "read_fasta",
+]
 
 # How many offending rows an error message lists before it says "and N more".
 _MAX_REPORTED = 5
@@ -148,7 +160,10 @@ def load(path, units="bernoulli", *, key: str | None = None) -> np.ndarray:
     """
     unit = as_unit_type(units)
     if not unit.enumerable:
-        raise ValueError(f"load checks two-state units only; got units={unit.name!r}")
+        raise ValueError(
+            f"load checks two-state units only; got units={unit.spec!r}: use load_real for "
+            "Gaussian units and read_fasta / encode_sequences for Potts units"
+        )
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -305,3 +320,192 @@ def _units_hint(x, unit) -> str:
 def _fmt(value) -> str:
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+# --- real-valued matrices (Gaussian visible units) ------------------------------------------
+
+
+class Standardization(NamedTuple):
+    r"""The affine map :math:`z = (x - \text{mean}) / \text{scale}` applied to real-valued data,
+    recorded so that a model trained on :math:`z` can be used on (and map back to) :math:`x`.
+    Store it with the model: ``io.save_params(path, params, std.to_metadata())`` and read it
+    back with ``Standardization.from_metadata(io.load_params(path)[1])``."""
+
+    #: per-column mean of the training data, ``(n_features,)``.
+    mean: np.ndarray
+    #: per-column scale (standard deviation; 1 for constant columns), ``(n_features,)``.
+    scale: np.ndarray
+
+    def apply(self, x) -> np.ndarray:
+        """Standardises ``x`` (``float32``)."""
+        return ((np.asarray(x, np.float64) - self.mean) / self.scale).astype(np.float32)
+
+    def invert(self, z) -> np.ndarray:
+        """Maps standardised values back to the data's units."""
+        return np.asarray(z, np.float64) * self.scale + self.mean
+
+    def to_metadata(self) -> dict:
+        """A JSON-serialisable record for :func:`numpyro_rbm.io.save_params`'s metadata."""
+        return {"standardization": {"mean": self.mean.tolist(), "scale": self.scale.tolist()}}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> Standardization:
+        """Reads the record written by :meth:`to_metadata`."""
+        if "standardization" not in metadata:
+            raise ValueError("the metadata holds no 'standardization' record")
+        record = metadata["standardization"]
+        return cls(np.asarray(record["mean"], np.float64), np.asarray(record["scale"], np.float64))
+
+
+def standardize(x, *, name: str = "data") -> tuple[np.ndarray, Standardization]:
+    """Checks a real-valued matrix (finite values, 2-D) and standardises its columns to mean
+    0 and variance 1 (constant columns are only centred).
+
+    Returns:
+        ``(z, standardization)``: the ``float32`` standardised data and the recorded map.
+
+    Raises:
+        ValueError: for a non-finite entry (naming its row and column) or a bad shape.
+    """
+    x = np.asarray(x)
+    if x.dtype == bool or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise ValueError(f"{name}: expected numbers, got an array of dtype {x.dtype}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(
+            f"{name}: expected a non-empty 2-D array (one example per row), got shape {x.shape}"
+        )
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(
+            f"{name}: non-finite values (NaN or inf) at {_where(~finite, x)}; Gaussian units "
+            "need finite real values: remove or impute those entries"
+        )
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    scale = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    record = Standardization(mean, scale)
+    return record.apply(x), record
+
+
+def load_real(path, *, key: str | None = None) -> tuple[np.ndarray, Standardization]:
+    """Loads a real-valued matrix (``.npy``, ``.npz`` or ``.csv``, as :func:`load`) for
+    Gaussian visible units and standardises it (:func:`standardize`).
+
+    Returns:
+        ``(z, standardization)``; keep ``standardization`` with the model (see
+        :class:`Standardization`).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    readers = {".npy": _read_npy, ".npz": lambda p: _read_npz(p, key), ".csv": _read_csv}
+    if ext not in readers:
+        raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
+    return standardize(readers[ext](path), name=path)
+
+
+# --- aligned sequences (Potts visible units) ------------------------------------------------
+
+#: The 20 amino acids in one-letter code and the alignment gap: q = 21 symbols.
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY-"
+
+
+class Alignment(NamedTuple):
+    """Aligned sequences encoded as integers, with the alphabet that decodes them."""
+
+    #: ``int32`` array ``(n_sequences, length)`` of symbol indices into ``alphabet``.
+    sequences: np.ndarray
+    #: the sequence names (FASTA header lines without ``>``).
+    names: list
+    #: the symbols, in index order (``len(alphabet)`` is the Potts ``q``).
+    alphabet: str
+
+    def decode(self, sequences=None) -> list[str]:
+        """Integer sequences back to strings (default: this alignment's own)."""
+        seqs = self.sequences if sequences is None else np.asarray(sequences)
+        return ["".join(self.alphabet[i] for i in row) for row in seqs]
+
+
+def encode_sequences(
+    sequences, alphabet: str = AMINO_ACIDS, *, names=None, source: str = "sequences"
+) -> np.ndarray:
+    """Equal-length strings to an ``int32`` array ``(n, length)`` of indices into
+    ``alphabet`` (case-insensitive for letters).
+
+    Raises:
+        ValueError: naming the row (and sequence name), column and symbol of the first
+            out-of-alphabet symbol, or the first sequence whose length differs.
+    """
+    if len(set(alphabet)) != len(alphabet) or len(alphabet) < 2:
+        raise ValueError(f"alphabet must have at least 2 distinct symbols, got {alphabet!r}")
+    lookup = {s: i for i, s in enumerate(alphabet)}
+    for s, i in list(lookup.items()):
+        lookup.setdefault(s.lower(), i)
+        lookup.setdefault(s.upper(), i)
+    sequences = list(sequences)
+    if not sequences:
+        raise ValueError(f"{source}: no sequences")
+    length = len(sequences[0])
+    out = np.empty((len(sequences), length), np.int32)
+    for row, seq in enumerate(sequences):
+        label = f"row {row}" + (f" ({names[row]!r})" if names is not None else "")
+        if len(seq) != length:
+            raise ValueError(
+                f"{source}: {label} has length {len(seq)} but row 0 has length {length}; "
+                "aligned sequences must all have the same length"
+            )
+        for col, symbol in enumerate(seq):
+            if symbol not in lookup:
+                raise ValueError(
+                    f"{source}: {label}, column {col}: symbol {symbol!r} is not in the "
+                    f"alphabet {alphabet!r}; map it to a known symbol (e.g. the gap '-') or "
+                    "pass alphabet=..."
+                )
+            out[row, col] = lookup[symbol]
+    return out
+
+
+def read_fasta(path_or_text, alphabet: str = AMINO_ACIDS) -> Alignment:
+    """Reads a FASTA-style alignment (``>name`` lines, each followed by one or more lines of
+    its aligned sequence) from a file or from a string that starts with ``>``; ``.`` is read
+    as the gap ``-`` when the alphabet has a gap and not a dot. Nothing is downloaded.
+
+    Returns:
+        An :class:`Alignment`; ``len(alignment.alphabet)`` is the Potts ``q``.
+
+    Raises:
+        ValueError: on text before the first header, an empty sequence, unequal lengths or
+            an out-of-alphabet symbol (naming the row, sequence name and column).
+    """
+    text = os.fspath(path_or_text) if not isinstance(path_or_text, str) else path_or_text
+    source = "FASTA text"
+    if not text.lstrip().startswith(">"):
+        source = text
+        if not os.path.exists(text):
+            raise FileNotFoundError(f"{text}: no such file (or FASTA text not starting with '>')")
+        with open(text) as f:
+            text = f.read()
+    names, seqs = [], []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith(">"):
+            names.append(line[1:].strip())
+            seqs.append([])
+        elif not names:
+            raise ValueError(f"{source}: line {line_no} comes before the first '>' header")
+        else:
+            seqs[-1].append(line)
+    strings = ["".join(parts) for parts in seqs]
+    if "-" in alphabet and "." not in alphabet:
+        strings = [s.replace(".", "-") for s in strings]
+    for name, s in zip(names, strings, strict=True):
+        if not s:
+            raise ValueError(f"{source}: sequence {name!r} is empty")
+    encoded = encode_sequences(strings, alphabet, names=names, source=source)
+    return Alignment(encoded, names, alphabet)

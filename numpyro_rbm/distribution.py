@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
-from .core import RBMParams, free_energy, gibbs_sweep
+from .core import RBMParams, free_energy, gibbs_sweep, visible_field
 from .partition import (
     MAX_ENUMERABLE_UNITS,
     EnumerationTooLarge,
@@ -41,7 +41,7 @@ from .partition import (
     log_partition,
     sample_exact,
 )
-from .units import Bernoulli, Spin, as_unit_type
+from .units import Bernoulli, Gaussian, Potts, Spin, as_unit_type
 
 __all__ = ["RBM", "spin", "spin_vector"]
 
@@ -89,7 +89,12 @@ class RBM(Distribution):
 
         F(v) = -b^\top v - \sum_j \mathrm{softplus}\big(c_j + (v^\top W)_j\big),
 
-    and with spin hidden units the softplus becomes :math:`\log 2\cosh`.
+    and with spin hidden units the softplus becomes :math:`\log 2\cosh`. The other unit types
+    of :mod:`numpyro_rbm.units` work too (see ``docs/units.md``): Gaussian visible units give
+    a density over real vectors (support ``real_vector``), Potts visible units a distribution
+    over integer sequences (event shape ``(n_sites,)``, values ``0 .. q-1``; the one-hot layer
+    is internal), and ReLU hidden units a continuous hidden layer. ``log_z="exact"`` then
+    enumerates whichever layer is discrete and two-state.
 
     **The three log Z modes** (``log_z=``):
 
@@ -139,9 +144,12 @@ class RBM(Distribution):
             are taken from it).
         visible_bias: :math:`b`, shape ``(..., n_visible)``.
         hidden_bias: :math:`c`, shape ``(..., n_hidden)``.
-        visible_units: ``"bernoulli"`` (default) or ``"spin"``, or a
-            :class:`~numpyro_rbm.units.UnitType`.
-        hidden_units: likewise for the hidden layer.
+        visible_units: ``"bernoulli"`` (default), ``"spin"``, ``"gaussian"``,
+            ``"potts(q)"``, or a :class:`~numpyro_rbm.units.UnitType`.
+        hidden_units: likewise for the hidden layer (also ``"relu"``).
+        visible_unit_params, hidden_unit_params: the unit types' parameters (e.g.
+            ``{"log_precision": ...}`` for Gaussian units); taken from the RBMParams when one
+            is given.
         log_z: ``"exact"``, ``None`` or an array of shape broadcastable to the batch shape;
             see above.
         num_gibbs_sweeps: block-Gibbs sweeps per draw when sampling cannot be exact.
@@ -162,7 +170,14 @@ class RBM(Distribution):
         "visible_bias": constraints.real_vector,
         "hidden_bias": constraints.real_vector,
     }
-    pytree_data_fields = ("weights", "visible_bias", "hidden_bias", "_log_z")
+    pytree_data_fields = (
+        "weights",
+        "visible_bias",
+        "hidden_bias",
+        "visible_unit_params",
+        "hidden_unit_params",
+        "_log_z",
+    )
     pytree_aux_fields = (
         "visible_units",
         "hidden_units",
@@ -179,6 +194,8 @@ class RBM(Distribution):
         *,
         visible_units=None,
         hidden_units=None,
+        visible_unit_params=None,
+        hidden_unit_params=None,
         log_z="exact",
         num_gibbs_sweeps: int = 1000,
         max_units: int | None = MAX_ENUMERABLE_UNITS,
@@ -206,14 +223,19 @@ class RBM(Distribution):
                 params.hidden_bias,
             )
             visible_units, hidden_units = params.visible_units, params.hidden_units
+            if visible_unit_params is not None or hidden_unit_params is not None:
+                raise ValueError(
+                    "RBM(params) takes the unit parameters from the RBMParams; do not also "
+                    "pass visible_unit_params or hidden_unit_params"
+                )
+            visible_unit_params = params.visible_unit_params
+            hidden_unit_params = params.hidden_unit_params
         elif visible_bias is None or hidden_bias is None:
             raise ValueError(
                 "RBM needs weights, visible_bias and hidden_bias, or a single RBMParams"
             )
         visible_units = as_unit_type("bernoulli" if visible_units is None else visible_units)
         hidden_units = as_unit_type("bernoulli" if hidden_units is None else hidden_units)
-        if not (visible_units.enumerable and hidden_units.enumerable):
-            raise ValueError("RBM supports two-state units only (bernoulli or spin)")
 
         weights, visible_bias, hidden_bias = (
             jnp.asarray(x) for x in (weights, visible_bias, hidden_bias)
@@ -223,6 +245,25 @@ class RBM(Distribution):
             x.astype(dtype) for x in (weights, visible_bias, hidden_bias)
         )
         batch_shape = _check_shapes(weights.shape, visible_bias.shape, hidden_bias.shape)
+        visible_unit_params, hidden_unit_params = (
+            None if up is None else jax.tree.map(lambda x: jnp.asarray(x, dtype), up)
+            for up in (visible_unit_params, hidden_unit_params)
+        )
+        visible_units.check_unit_params(visible_unit_params, weights.shape[-2])
+        hidden_units.check_unit_params(hidden_unit_params, weights.shape[-1])
+        batch_shape = jnp.broadcast_shapes(
+            batch_shape,
+            *(
+                jnp.shape(x)[:-1]
+                for x in jax.tree.leaves((visible_unit_params, hidden_unit_params))
+            ),
+        )
+        q = getattr(visible_units, "q", None)
+        if q is not None and weights.shape[-2] % q:
+            raise ValueError(
+                f"Potts visible units with q={q} need n_visible = n_sites * q (one-hot per "
+                f"site), got n_visible={weights.shape[-2]}"
+            )
 
         if not (isinstance(num_gibbs_sweeps, (int, np.integer)) and num_gibbs_sweeps >= 1):
             raise ValueError(
@@ -236,11 +277,14 @@ class RBM(Distribution):
         self.hidden_bias = hidden_bias
         self.visible_units = visible_units
         self.hidden_units = hidden_units
+        self.visible_unit_params = visible_unit_params
+        self.hidden_unit_params = hidden_unit_params
         self.num_gibbs_sweeps = int(num_gibbs_sweeps)
         self.max_units = None if max_units is None else int(max_units)
         self._log_z_mode, self._log_z = self._resolve_log_z(log_z, batch_shape, dtype)
 
-        super().__init__(batch_shape, (weights.shape[-2],), validate_args=validate_args)
+        event_size = weights.shape[-2] // (q or 1)  # Potts: one integer per site
+        super().__init__(batch_shape, (event_size,), validate_args=validate_args)
 
     # --- construction helpers -------------------------------------------------------------
 
@@ -290,6 +334,9 @@ class RBM(Distribution):
             "hidden_bias": self.hidden_bias,
             "log_z": self._log_z,
         }
+        for layer in ("visible", "hidden"):
+            for key, x in (getattr(self, f"{layer}_unit_params") or {}).items():
+                named[f"{layer}_unit_params[{key!r}]"] = x
         for name, x in named.items():
             if x is None:
                 continue
@@ -315,6 +362,8 @@ class RBM(Distribution):
             self.hidden_bias,
             visible_units=self.visible_units,
             hidden_units=self.hidden_units,
+            visible_unit_params=self.visible_unit_params,
+            hidden_unit_params=self.hidden_unit_params,
         )
 
     @property
@@ -363,8 +412,15 @@ class RBM(Distribution):
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):
+        """Binary or spin vectors; real vectors for Gaussian units; integer sequences in
+        ``0 .. q-1`` for Potts units (the event is one state per site, not the one-hot)."""
         if isinstance(self.visible_units, Spin):
             return spin_vector
+        if isinstance(self.visible_units, Gaussian):
+            return constraints.real_vector
+        if isinstance(self.visible_units, Potts):
+            q = self.visible_units.q
+            return constraints.independent(constraints.integer_interval(0, q - 1), 1)
         assert isinstance(self.visible_units, Bernoulli)
         return constraints.independent(constraints.boolean, 1)
 
@@ -374,14 +430,18 @@ class RBM(Distribution):
         r""":math:`\log p(v) = -F(v) - \log Z` (just :math:`-F(v)` when ``log_z=None``),
         shape ``sample_shape + batch_shape``; :math:`-\infty` outside the support."""
         value = jnp.asarray(value)
-        if value.ndim < 1 or value.shape[-1] != self.n_visible:
+        size = self.event_shape[0]
+        if value.ndim < 1 or value.shape[-1] != size:
+            what = "integer sequences" if isinstance(self.visible_units, Potts) else "states"
             raise ValueError(
-                f"RBM.log_prob expects visible states of shape (..., {self.n_visible}) "
+                f"RBM.log_prob expects visible {what} of shape (..., {size}) "
                 f"(n_visible={self.n_visible}), got shape {value.shape}"
             )
         if self._validate_args:
             self._validate_sample(value)  # warns on out-of-support values, as NumPyro does
         log_z = self.log_z if self._log_z_mode is not None else None
+        if isinstance(self.visible_units, Potts):
+            return _potts_log_prob(self.params, value, log_z)
         return _log_prob(self.params, value.astype(self.weights.dtype), log_z)
 
     def sample_with_intermediates(self, key, sample_shape=()):
@@ -391,8 +451,11 @@ class RBM(Distribution):
         params = self.params
         if self.exact_sampling:
             v, h = sample_exact(key, params, sample_shape, max_units=self.max_units)
-            return v, [h]
-        v, h = _gibbs_sample(key, params, sample_shape + self.batch_shape, self.num_gibbs_sweeps)
+        else:
+            shape = sample_shape + self.batch_shape
+            v, h = _gibbs_sample(key, params, shape, self.num_gibbs_sweeps)
+        if isinstance(self.visible_units, Potts):
+            v = self.visible_units.from_one_hot(v)
         return v, [h]
 
     def sample(self, key, sample_shape=()):
@@ -419,14 +482,28 @@ def _log_prob(params: RBMParams, v, log_z):
     return jnp.where(in_support, lp, -jnp.inf)
 
 
+@jax.jit
+def _potts_log_prob(params: RBMParams, states, log_z):
+    """:func:`_log_prob` of integer sequences: one-hot them; ``-inf`` outside ``0 .. q-1``."""
+    q = params.visible_units.q
+    in_range = (states >= 0) & (states < q) & (states == jnp.round(states))
+    safe = jnp.where(in_range, states, 0).astype(jnp.int32)
+    lp = _log_prob(params, params.visible_units.one_hot(safe, params.weights.dtype), log_z)
+    return jnp.where(jnp.all(in_range, axis=-1), lp, -jnp.inf)
+
+
 @partial(jax.jit, static_argnums=2)
 def _gibbs_sample(key, params: RBMParams, shape: tuple[int, ...], num_sweeps):
     """``num_sweeps`` block-Gibbs sweeps from a uniformly random visible state of ``shape``;
     returns the final ``(v, h)``. The sweep count is traced, so it costs no recompilation."""
     dtype = params.weights.dtype
     key_start, key_chain = jax.random.split(key)
-    bits = jax.random.bernoulli(key_start, 0.5, shape + (params.n_visible,))
-    v0 = params.visible_units.states_from_bits(bits.astype(dtype))
+    if params.visible_units.enumerable:
+        bits = jax.random.bernoulli(key_start, 0.5, shape + (params.n_visible,))
+        v0 = params.visible_units.states_from_bits(bits.astype(dtype))
+    else:  # continuous or categorical: start from p(v | h = 0)
+        zero_h = jnp.zeros(shape + (params.n_hidden,), dtype)
+        v0 = params.visible_layer.sample(key_start, visible_field(params, zero_h))
     h0 = jnp.zeros(shape + (params.n_hidden,), dtype)
 
     def sweep(i, state):

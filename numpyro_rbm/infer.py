@@ -110,7 +110,7 @@ def block_gibbs(
     Returns:
         ``(v, h)``: the final visible state and the hidden state it was drawn from.
     """
-    units = params.visible_units
+    units = params.visible_layer  # bound to its unit parameters (Gaussian precisions)
     h0 = jnp.zeros(jnp.shape(v)[:-1] + (params.n_hidden,), jnp.result_type(v))
 
     def sweep(carry, key):
@@ -133,6 +133,11 @@ def _is_rbm_site(site) -> bool:
 
 def _random_state(key, params: RBMParams, shape, dtype):
     """Uniform random visible states: a cheap start that never enumerates."""
+    if hasattr(params.visible_units, "q"):  # Potts: the site holds integer sequences
+        raise NotImplementedError("RBMGibbs does not support Potts visible units yet")
+    if params.visible_units.values is None:  # Gaussian: a draw from p(v | h = 0)
+        field = jnp.broadcast_to(params.visible_bias, shape)
+        return params.visible_layer.sample(key, field).astype(dtype)
     low, high = params.visible_units.values
     bits = jax.random.bernoulli(key, 0.5, shape)
     return jnp.where(bits, high, low).astype(dtype)

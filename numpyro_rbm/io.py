@@ -103,8 +103,8 @@ def save_params(path, params: RBMParams, metadata: dict | None = None) -> None:
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": "rbm_params",
-        "visible_units": params.visible_units.name,
-        "hidden_units": params.hidden_units.name,
+        "visible_units": params.visible_units.spec,
+        "hidden_units": params.hidden_units.spec,
         "metadata": {} if metadata is None else metadata,
     }
     try:
@@ -112,6 +112,10 @@ def save_params(path, params: RBMParams, metadata: dict | None = None) -> None:
     except TypeError as err:
         raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
     arrays = {name: np.asarray(getattr(params, name)) for name in _PARAM_KEYS}
+    # Unit parameters (Gaussian precisions, ReLU curvatures) as "<layer>_unit_params.<name>".
+    for layer in ("visible", "hidden"):
+        for key, value in (getattr(params, f"{layer}_unit_params") or {}).items():
+            arrays[f"{layer}_unit_params.{key}"] = np.asarray(value)
     _atomic_savez(path, arrays, meta)
 
 
@@ -138,13 +142,24 @@ def load_params(path) -> tuple[RBMParams, dict]:
             f"{path} has inconsistent shapes: weights {w.shape}, visible_bias {b.shape}, "
             f"hidden_bias {c.shape}"
         )
+    unit_params = {}
+    for layer in ("visible", "hidden"):
+        prefix = f"{layer}_unit_params."
+        found = {
+            k[len(prefix) :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)
+        }
+        unit_params[layer] = found or None
     params = RBMParams(
         jnp.asarray(w),
         jnp.asarray(b),
         jnp.asarray(c),
         visible_units=meta["visible_units"],
         hidden_units=meta["hidden_units"],
+        visible_unit_params=unit_params["visible"],
+        hidden_unit_params=unit_params["hidden"],
     )
+    params.visible_units.check_unit_params(params.visible_unit_params, w.shape[-2])
+    params.hidden_units.check_unit_params(params.hidden_unit_params, w.shape[-1])
     return params, meta["metadata"]
 
 

@@ -97,8 +97,8 @@ def _layout(params: RBMParams, max_units) -> _Layout:
         return _Layout(
             "hidden",
             params.n_hidden,
-            params.hidden_units,
-            params.visible_units,
+            params.hidden_layer,
+            params.visible_layer,
             jnp.swapaxes(params.weights, -1, -2),
             params.hidden_bias,
             params.visible_bias,
@@ -106,8 +106,8 @@ def _layout(params: RBMParams, max_units) -> _Layout:
     return _Layout(
         "visible",
         params.n_visible,
-        params.visible_units,
-        params.hidden_units,
+        params.visible_layer,
+        params.hidden_layer,
         params.weights,
         params.visible_bias,
         params.hidden_bias,
@@ -167,6 +167,10 @@ def _flatten_batch(params: RBMParams) -> RBMParams:
     """Broadcasts every array to ``params.batch_shape`` and flattens it to one leading axis."""
     batch_shape = params.batch_shape
     event_ndims = RBMParams(2, 1, 1, params.visible_units, params.hidden_units)
+    event_ndims = event_ndims.replace(  # unit parameters: one value per unit
+        visible_unit_params=jax.tree.map(lambda _: 1, params.visible_unit_params),
+        hidden_unit_params=jax.tree.map(lambda _: 1, params.hidden_unit_params),
+    )
     return jax.tree.map(
         lambda x, nd: jnp.broadcast_to(x, batch_shape + x.shape[x.ndim - nd :]).reshape(
             (-1,) + x.shape[x.ndim - nd :]

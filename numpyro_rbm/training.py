@@ -245,6 +245,8 @@ def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0):
     with :math:`q_i = (n_i + \alpha)/(N + 2\alpha)` the smoothed frequency of the high value
     :math:`x_+`, :math:`b_i = \operatorname{logit}(q_i)/(x_+ - x_-)`."""
     units = as_unit_type(units)
+    if units.values is None:  # Gaussian, Potts: the unit type's independent model
+        return jnp.asarray(units.bias_from_data(data, pseudocount))
     low, high = units.values
     data = jnp.asarray(data)
     n_high = jnp.sum(data == high, axis=0)
@@ -270,7 +272,7 @@ def pseudo_log_likelihood(params: RBMParams, v):
     low, high = params.visible_units.values
     delta = (low + high - 2 * v)[..., :, None]  # (N, n_v, 1): change of v_i when flipped
     field = (params.hidden_bias + v @ params.weights)[..., None, :]  # (N, 1, n_h)
-    a = params.hidden_units.log_partition
+    a = params.hidden_layer.log_partition
     d_free = -params.visible_bias * delta[..., 0] - (
         a(field + delta * params.weights) - a(field)
     )  # F(flipped) - F(v), (N, n_v)
@@ -338,6 +340,8 @@ def _check_data(data, name, units, n_visible=None):
             f"{name} must be a non-empty 2-D array (examples x visible units), got shape "
             f"{arr.shape}; reshape images to one row per example, e.g. x.reshape(len(x), -1)"
         )
+    if units.values is None:  # Gaussian, Potts: the unit type checks (and encodes) its data
+        arr = units.prepare_data(arr, name)
     if n_visible is not None and arr.shape[1] != n_visible:
         raise ValueError(
             f"{name} has {arr.shape[1]} columns but the model has {n_visible} visible units"
@@ -345,6 +349,8 @@ def _check_data(data, name, units, n_visible=None):
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
+    if units.values is None:
+        return arr
     low, high = units.values
     bad = ~((arr == low) | (arr == high))
     if bad.any():
@@ -687,7 +693,9 @@ def fit(
         l1_decay: L1 penalty :math:`\lambda_1 \|W\|_1` on the weights.
         seed: the integer seed of all randomness.
         dtype: ``"float32"`` or ``"float64"`` (needs ``jax.enable_x64``).
-        visible_units, hidden_units: unit types (``"bernoulli"`` or ``"spin"``).
+        visible_units, hidden_units: unit types (``"bernoulli"`` or ``"spin"``; visible also
+            ``"gaussian"`` (real data) or ``Potts(q)`` (integer sequences), hidden also
+            ``"relu"``; see ``docs/units.md``).
         weight_scale: standard deviation of the initial weights.
         test_data: optional held-out examples, monitored alongside the training data.
         eval_every: evaluate the monitoring metrics every this many epochs (and after the
@@ -722,8 +730,6 @@ def fit(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     vis = as_unit_type(visible_units)
     hid = as_unit_type(hidden_units)
-    if not vis.enumerable:
-        raise ValueError(f"fit supports two-state visible units only, got {vis.name!r}")
     n_hidden = _check_positive_int("n_hidden", n_hidden)
     if epochs is not None:
         epochs = _check_positive_int("epochs", epochs)
@@ -792,6 +798,7 @@ def fit(
         hidden_units=hid,
         dtype=dtype,
     )
+    params0 = params0.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
     if centering:
         mu = jnp.mean(train, axis=0)
         lam = jnp.mean(hidden_mean(params0, train), axis=0)
@@ -832,8 +839,8 @@ def fit(
         seed=int(seed),
         dtype=str(dtype),
         n_examples=n,
-        visible_units=vis.name,
-        hidden_units=hid.name,
+        visible_units=vis.spec,
+        hidden_units=hid.spec,
     )
     history: dict[str, list] = {}
     start_epoch = 0
@@ -872,7 +879,8 @@ def fit(
     timings = {"compile_s": time.perf_counter() - t0, "train_s": 0.0, "eval_s": 0.0}
     ll_fn = None
     if eval_every is not None:
-        small = min(n_visible, n_hidden) if hid.enumerable else n_visible
+        sizes = [n for n, u in ((n_visible, vis), (n_hidden, hid)) if u.enumerable]
+        small = min(sizes, default=math.inf)
         ll_fn = _log_likelihood_fn(log_likelihood, small)
         eval_sets = [train] if test is None else [train, jnp.asarray(test, dtype)]
         pll_fn = jax.jit(pseudo_log_likelihood)
@@ -886,7 +894,7 @@ def fit(
         metrics = {
             "epoch": epoch,
             "reconstruction_error": float(recon_fn(params, sub)),
-            "pseudo_log_likelihood": float(pll_fn(params, sub)),
+            "pseudo_log_likelihood": float(pll_fn(params, sub)) if vis.values else math.nan,
         }
         if ll_fn is not None:
             values = ll_fn(params, jax.random.fold_in(key_eval, epoch), eval_sets)

@@ -478,7 +478,7 @@ def test_init_params_rejects_mismatched_visible_bias():
     np.testing.assert_array_equal(params.hidden_bias, np.zeros(2))
 
 
-@pytest.mark.parametrize("bad", ["gaussian", "bernouli", 3, None])
+@pytest.mark.parametrize("bad", ["gauss", "bernouli", 3, None])
 def test_unknown_unit_types_are_rejected_with_the_valid_names(bad):
     for make in (
         lambda: nrbm.init_params(jax.random.key(0), 3, 2, visible_units=bad),

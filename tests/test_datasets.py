@@ -222,4 +222,4 @@ def test_load_missing_file_and_bad_units(tmp_path):
         datasets.load(tmp_path / "nope.npy")
     np.save(tmp_path / "a.npy", GOOD)
     with pytest.raises(ValueError, match="unknown unit type"):
-        datasets.load(tmp_path / "a.npy", units="gaussian")
+        datasets.load(tmp_path / "a.npy", units="gauss")
