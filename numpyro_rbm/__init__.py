@@ -1,6 +1,6 @@
 """numpyro-rbm: Restricted Boltzmann Machines for NumPyro, JAX and ArviZ."""
 
-from . import core, datasets, diagnostics, io, partition, units
+from . import core, datasets, diagnostics, io, partition, potts, units
 from .ais import (
     AISResult,
     LogLikelihood,
@@ -38,7 +38,17 @@ from .training import (
     pcd_negative,
     pt_negative,
 )
-from .units import Bernoulli, Spin, UnitType
+from .units import (
+    Bernoulli,
+    DReLU,
+    Gaussian,
+    Potts,
+    ReLU,
+    Spin,
+    UnitType,
+    gaussian_from_cho,
+    gaussian_to_cho,
+)
 
 __version__ = "0.1.0"
 
@@ -49,11 +59,18 @@ __all__ = [
     "diagnostics",
     "io",
     "partition",
+    "potts",
     "units",
     # units and core
     "Bernoulli",
     "Spin",
+    "Gaussian",
+    "Potts",
+    "ReLU",
+    "DReLU",
     "UnitType",
+    "gaussian_to_cho",
+    "gaussian_from_cho",
     "RBMParams",
     "init_params",
     "energy",
