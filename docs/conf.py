@@ -24,7 +24,7 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
-napoleon_numpy_docstring = False
+napoleon_numpy_docstring = True  # numpyro_rbm.sklearn follows scikit-learn's docstring style
 # Names in docstrings that are types from other libraries, not cross-reference targets here.
 nitpicky = False
 
