@@ -2,24 +2,25 @@
 
 Times forward AIS with the reference schedule (14,501 betas) and 100 runs on a 784x500 and a
 64x64 RBM, and checks AIS, reverse AIS and the log-likelihoods they imply against exact
-enumeration on a digits-trained 64x24 RBM (2^24 hidden states). Prints a markdown table and
-writes ``benchmarks/results/ais.json``.
+enumeration on a digits-trained 64x24 RBM (2^24 hidden states). Prints markdown tables and
+writes ``benchmarks/results/ais.json`` (result rows for ``benchmarks/run_all.py``, plus the
+raw figures under ``machine``, ``timings`` and ``digits``).
 
-Run: ``python benchmarks/bench_ais.py`` (``--quick`` for a smoke run with 1,000 betas).
+Run: ``python benchmarks/bench_ais.py`` (``--quick`` for a smoke run with 1,000 betas,
+``--out PATH`` for another JSON path).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import row, write_results
 
 import numpyro_rbm as nrbm
 from numpyro_rbm.ais import base_rate_bias, default_schedule
@@ -119,9 +120,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 betas instead of 14,501")
     parser.add_argument("--n-hidden", type=int, default=24, help="hidden units, digits model")
-    parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "ais.json"), help="JSON path"
-    )
+    parser.add_argument("--out", default=None, help="JSON path (default results/ais.json)")
     args = parser.parse_args()
     betas = default_schedule(1000 if args.quick else 14501)
 
@@ -160,12 +159,48 @@ def main():
         f"| wall time (s) | {a['exact_s']} | {a['ais_s']} | {a['reverse_s']} |"
         f"\n\n(training: {a['train_s']} s; AIS ESS {a['ais_ess']:.1f})"
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"machine": machine, "timings": timings, "digits": accuracy}, indent=2)
-    )
-    print(f"\nwrote {out}")
+    rows = [
+        row(
+            f"{t['model']}, {t['num_betas']} betas x {t['num_runs']} runs",
+            "AIS seconds",
+            t["wall_s"],
+            note=f"compile {t['compile_s']} s; log Z {t['log_z']:.3f} +- {t['stderr']:.3f}",
+        )
+        for t in timings
+    ]
+    digits = f"digits 64x{args.n_hidden}, {a['num_betas']} betas x {a['num_runs']} runs"
+    inside = lo <= a["exact_log_z"] <= hi
+    rows += [
+        row(
+            digits,
+            "log Z, forward AIS",
+            a["ais_log_z"],
+            "exact enumeration",
+            a["exact_log_z"],
+            note=f"+- {a['ais_stderr']:.4f}, interval [{lo:.4f}, {hi:.4f}] "
+            + ("contains" if inside else "MISSES")
+            + " the exact value",
+        ),
+        row(
+            digits,
+            "log Z, reverse AIS",
+            a["reverse_log_z"],
+            "exact enumeration",
+            a["exact_log_z"],
+            note=f"+- {a['reverse_stderr']:.4f} (from test data)",
+        ),
+        row(digits, "test log-likelihood, AIS", a["test_ll_ais"], "exact", a["test_ll_exact"]),
+        row(
+            digits,
+            "seconds, forward AIS",
+            a["ais_s"],
+            "exact enumeration (seconds)",
+            a["exact_s"],
+            note=f"reverse AIS {a['reverse_s']} s",
+        ),
+    ]
+    extra = {"machine": machine, "timings": timings, "digits": accuracy}
+    print(f"\nwrote {write_results('ais', rows, args.out, extra)}")
 
 
 if __name__ == "__main__":

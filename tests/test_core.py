@@ -496,3 +496,69 @@ def test_unit_names_are_case_insensitive_and_instances_pass_through():
     assert params.visible_units == units.Spin() and params.hidden_units == units.Spin()
     assert units.as_unit_type(units.Bernoulli()) == units.Bernoulli()
     assert (params.n_visible, params.n_hidden, params.batch_shape) == (3, 2, ())
+
+
+# --- the two-state sampler: exact thresholds on 32-bit random words ----------------------
+
+
+# Logits of both tails, far tails (p ~ 3e-7 and 1e-13) and exactly 1/2.
+EXTREME_LOGITS = np.array([-30.0, -15.0, -2.0, -1e-3, 0.0, 1e-3, 2.0, 15.0, 30.0], np.float32)
+
+
+def test_binary_threshold_is_exact_to_2_pow_minus_32():
+    """P(high) = #{words mapped to high} / 2^32 is within 2^-32 + 2 float32 ulps of sigma(l).
+
+    The map word -> value is checked to be a threshold (high below it for l <= 0, above it
+    for l > 0) on a grid of words plus the words next to the ideal threshold
+    :math:`2^{32}\\sigma(-|l|)`, so the count of high words is known exactly.
+    """
+    q = expit(-np.abs(EXTREME_LOGITS.astype(np.float64)))  # the smaller tail, float64
+    ideal = q * 2.0**32
+    # float32 sigma(-|l|) is within 2 ulps (relative 2.4e-7) of q: allow that, plus 1 word.
+    slack = np.ceil(ideal * 2.4e-7) + 1
+    grid = np.linspace(0, 2**32 - 1, 4097).astype(np.uint64)
+    for logit, t, s in zip(EXTREME_LOGITS, ideal, slack, strict=True):
+        near = np.floor(t) + np.arange(-3 * s - 2, 3 * s + 3)
+        words = np.unique(np.concatenate([grid, near[(near >= 0) & (near < 2**32)]]))
+        got = units._binary_from_words(
+            jnp.asarray(words, jnp.uint32), jnp.full(words.shape, logit), 0.0, 1.0
+        )
+        got = np.asarray(got).astype(bool)
+        in_tail = got if logit <= 0 else ~got
+        # A threshold: every tail word is below every non-tail word.
+        assert in_tail[: in_tail.sum()].all() and not in_tail[in_tail.sum() :].any(), logit
+        threshold = words[in_tail].max() + 1 if in_tail.any() else 0
+        assert abs(threshold - t) <= s, (logit, threshold, t)
+        if logit == 0:
+            assert threshold == 2**31  # exactly one half
+    # Spin draws +1 with probability sigma(2 phi): the same map on the doubled field.
+    spin = units._binary_from_words(jnp.asarray([2**31 - 1, 2**31], jnp.uint32), 0.0, -1.0, 1.0)
+    np.testing.assert_array_equal(spin, [1.0, -1.0])
+
+
+@pytest.mark.parametrize("name", UNIT_NAMES)
+def test_sampler_frequencies_at_extreme_probabilities(name):
+    """Draws at p = 1/2, sigma(+-2), sigma(+-15) ~ 3e-7 and sigma(+-30) ~ 1e-13: frequencies
+    match (G-test), far tails are (almost) never hit, and the draws are deterministic given
+    the key and equal under vmap over keys."""
+    unit = units.as_unit_type(name)
+    scale = 2.0 if name == "spin" else 1.0  # spins take +1 with probability sigma(2 phi)
+    rows, repeats = 4096, 8
+    field = jnp.broadcast_to(jnp.asarray(EXTREME_LOGITS / scale), (rows, len(EXTREME_LOGITS)))
+    keys = jax.random.split(jax.random.key(42), repeats)
+    draws = jax.jit(jax.vmap(lambda k: unit.sample(k, field)))(keys)
+    np.testing.assert_array_equal(draws[0], unit.sample(keys[0], field))  # vmap == loop
+    np.testing.assert_array_equal(draws[0], jax.jit(unit.sample)(keys[0], field))
+    assert not np.array_equal(draws[0], unit.sample(jax.random.key(43), field))
+    high = np.asarray(draws == unit.values[1]).reshape(-1, len(EXTREME_LOGITS)).sum(0)
+    n = repeats * rows
+    p = expit(EXTREME_LOGITS.astype(np.float64))
+    moderate = np.abs(EXTREME_LOGITS) <= 2
+    counts = np.stack([high[moderate], n - high[moderate]], -1)
+    expected = n * np.stack([p[moderate], 1 - p[moderate]], -1)
+    assert g_test_pvalue(counts, expected) > ALPHA
+    # Far tails: expected n * 3.1e-7 < 0.01 hits at |l| = 15, so at most 1 with p > 1 - 1e-4;
+    # never at |l| = 30 (expected < 1e-8).
+    tail_hits = np.where(EXTREME_LOGITS > 0, n - high, high)
+    assert np.all(tail_hits[np.abs(EXTREME_LOGITS) == 15] <= 1)
+    assert np.all(tail_hits[np.abs(EXTREME_LOGITS) == 30] == 0)

@@ -1,0 +1,102 @@
+"""MCMC chains across devices: ``chain_method="parallel"`` on four forced host devices.
+
+NumPyro splits the run key into one key per chain for every chain method, then runs the
+chains one after another ("sequential"), vmapped on one device ("vectorized") or pmapped one
+chain per device ("parallel"). ``RBMGibbs`` draws only from its explicit keys (block-Gibbs
+sweeps with counter-based random words, see :mod:`numpyro_rbm.units`), so the three methods
+must give *the same draws*, bit for bit: the chains are the same computation placed on
+different devices. The check runs in a fresh interpreter because the number of host devices
+is fixed when JAX starts (``XLA_FLAGS=--xla_force_host_platform_device_count=4``).
+
+What is compared: the visible draws of every chain and the per-chain acceptance statistic, for
+the prior (exact sweeps) and for a posterior with a likelihood on ``v`` (Metropolis-corrected
+sweeps, which also evaluate the other sites). The parallel run's final state lives on four
+distinct devices, one chain each. Goodness of fit of parallel draws against exact enumeration
+is checked in ``tests/test_infer.py::test_parallel_chain_method_in_subprocess``; equality here
+carries it over to four devices.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("scaleout")
+    script = textwrap.dedent(f"""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        import json, sys
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        import jax, numpy as np
+        from numpyro.infer import MCMC
+        from test_infer import NOISY, STRONG, Y, noisy_model, prior_model
+        from numpyro_rbm import RBMGibbs
+
+        assert jax.local_device_count() == 4, jax.devices()
+        cases = {{"prior": (prior_model, (STRONG,), "auto"),
+                 "posterior": (noisy_model, (NOISY, Y), "metropolis")}}
+        devices = {{}}
+        for case, (model, args, update) in cases.items():
+            for method in ("sequential", "vectorized", "parallel"):
+                mcmc = MCMC(RBMGibbs(model, update=update), num_warmup=100, num_samples=400,
+                            num_chains=4, chain_method=method, progress_bar=False)
+                mcmc.run(jax.random.key(7), *args, extra_fields=("accept_prob",))
+                v = mcmc.get_samples(group_by_chain=True)["v"]
+                acc = mcmc.get_extra_fields(group_by_chain=True)["accept_prob"]
+                np.save({str(out_dir)!r} + f"/{{case}}_{{method}}_v.npy", np.asarray(v))
+                np.save({str(out_dir)!r} + f"/{{case}}_{{method}}_acc.npy", np.asarray(acc))
+                if method == "parallel":
+                    last_v = mcmc.last_state.z["v"]
+                    devices[case] = sorted(str(d) for d in last_v.sharding.device_set)
+                    shards = [s.data.shape for s in last_v.addressable_shards]
+                    devices[case + "_shards"] = [list(s) for s in shards]
+        print(json.dumps(devices))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    devices = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def load(case, method, what):
+        return np.load(out_dir / f"{case}_{method}_{what}.npy")
+
+    return devices, load
+
+
+@pytest.mark.parametrize("case", ["prior", "posterior"])
+@pytest.mark.parametrize("method", ["vectorized", "parallel"])
+def test_chain_methods_give_identical_draws(runs, case, method):
+    _, load = runs
+    for what in ("v", "acc"):
+        reference = load(case, "sequential", what)
+        assert reference.shape[:2] == (4, 400)
+        np.testing.assert_array_equal(load(case, method, what), reference, err_msg=what)
+    # Not a degenerate run: chains differ from each other and move.
+    v = load(case, "sequential", "v")
+    assert not np.array_equal(v[0], v[1])
+    assert len(np.unique(v.reshape(-1, v.shape[-1]), axis=0)) > 4
+
+
+@pytest.mark.parametrize("case", ["prior", "posterior"])
+def test_parallel_chains_run_one_per_device(runs, case):
+    devices, _ = runs
+    assert len(set(devices[case])) == 4, devices[case]
+    assert devices[case + "_shards"] == [[1, 5]] * 4  # one chain's state per device
