@@ -40,6 +40,14 @@ would sample the prior. The kernel then offers two exact updates:
 ``"auto"`` (default) picks ``"prior"`` when the RBM site is the only site with a density and
 ``"metropolis"`` otherwise.
 
+**Potts visible units.** The site value of a Potts RBM (:class:`~numpyro_rbm.units.Potts`) is
+the integer sequence :math:`x \in \{0, \dots, q-1\}^L`, and so is the chain state; the core
+works on the one-hot layer :math:`v_{ia} = \mathbb 1[x_i = a]`. The kernel converts at its
+boundary: one-hot before a sweep (where :math:`v \sim p(v \mid h)` draws each site from its
+softmax) and before :math:`F`, back to integers after. ``"prior"`` and ``"metropolis"`` are
+exact as above (the sweep is reversible for any unit type); ``"factorized"`` needs two-state
+units and is refused. Random initial states are uniform integer sequences.
+
 Inside :class:`numpyro.infer.Gibbs` the kernel is one block
 (``Gibbs([(RBMGibbs(model), ["v"]), (NUTS(model), None)])``); it implements ``refresh``,
 ``wrap_model`` and ``get_constrain_fn``. With ``chain_method="vectorized"`` it vmaps its own
@@ -59,6 +67,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_sample
 from numpyro.infer.mcmc import MCMCKernel
@@ -66,6 +75,7 @@ from numpyro.util import identity, is_prng_key
 
 from .clamp import apply_clamp
 from .core import RBMParams, free_energy, sample_hidden, visible_field
+from .units import Potts
 
 __all__ = ["RBMGibbs", "RBMGibbsState", "block_gibbs"]
 
@@ -131,10 +141,28 @@ def _is_rbm_site(site) -> bool:
     return site["type"] == "sample" and isinstance(getattr(site["fn"], "params", None), RBMParams)
 
 
+def _is_potts(params: RBMParams) -> bool:
+    return isinstance(params.visible_units, Potts)
+
+
+def _to_layer(params: RBMParams, v):
+    """The visible layer the core works on: Potts site values (integer sequences) one-hot."""
+    if _is_potts(params):
+        return params.visible_units.one_hot(v, params.weights.dtype)
+    return v
+
+
+def _from_layer(params: RBMParams, layer, like):
+    """Inverse of :func:`_to_layer`, in the dtype of the site value ``like``."""
+    if _is_potts(params):
+        return params.visible_units.from_one_hot(layer).astype(like.dtype)
+    return layer
+
+
 def _random_state(key, params: RBMParams, shape, dtype):
     """Uniform random visible states: a cheap start that never enumerates."""
-    if hasattr(params.visible_units, "q"):  # Potts: the site holds integer sequences
-        raise NotImplementedError("RBMGibbs does not support Potts visible units yet")
+    if _is_potts(params):  # the site holds integer sequences, shape (..., n_sites)
+        return jax.random.randint(key, shape, 0, params.visible_units.q, jnp.int32)
     if params.visible_units.values is None:  # Gaussian: a draw from p(v | h = 0)
         field = jnp.broadcast_to(params.visible_bias, shape)
         return params.visible_layer.sample(key, field).astype(dtype)
@@ -191,6 +219,7 @@ class RBMGibbs(MCMCKernel):
         self._mode = None
         self._has_deterministic = False
         self._sample_fn = None
+        self._potts_q = None  # q of a Potts site (integer sequences), else None
 
     @property
     def model(self):
@@ -241,7 +270,7 @@ class RBMGibbs(MCMCKernel):
         """``(params, mask, values, free_energy, log_likelihood)`` at ``v``."""
         tr = self._trace(v, model_args, model_kwargs)
         params, mask, values = self._site_info(tr)
-        fe = free_energy(params, v)
+        fe = free_energy(params, _to_layer(params, v))
         fe = jnp.sum(fe) if jnp.ndim(fe) else fe
         ll = jnp.zeros((), fe.dtype) if self._mode == "prior" else self._log_likelihood(tr)
         return params, mask, values, fe, ll.astype(fe.dtype)
@@ -310,7 +339,15 @@ class RBMGibbs(MCMCKernel):
                 f"numpyro.infer.Gibbs([(RBMGibbs(model), [{name!r}]), (NUTS(model), None)])"
             )
         has_density = any(s["type"] == "sample" and n != name for n, s in tr.items())
+        units = tr[name]["fn"].params.visible_units
+        if self._update == "factorized" and units.values is None:
+            raise ValueError(
+                f"update='factorized' needs two-state visible units (bernoulli or spin); the "
+                f"RBM site {name!r} has {units.spec} visible units. Use update='metropolis' "
+                "(exact for any likelihood) or 'auto'"
+            )
         self._site_name = name
+        self._potts_q = units.q if isinstance(units, Potts) else None
         self._mode = self._update
         if self._update == "auto":
             self._mode = "metropolis" if has_density else "prior"
@@ -319,9 +356,12 @@ class RBMGibbs(MCMCKernel):
 
     def _init_one(self, rng_key, v, model_args, model_kwargs):
         params, mask, values = self._site_info(self._trace(v, model_args, model_kwargs))
-        v = apply_clamp(jnp.asarray(v, params.weights.dtype), mask, values)
+        if _is_potts(params):  # integer sequences stay integer (the site's support)
+            v = jnp.asarray(v).astype(jnp.int32)
+        else:
+            v = apply_clamp(jnp.asarray(v, params.weights.dtype), mask, values)
         params, mask, values, fe, ll = self._evaluate(v, model_args, model_kwargs)
-        h = jnp.zeros(jnp.shape(v)[:-1] + (params.n_hidden,), v.dtype)
+        h = jnp.zeros(jnp.shape(v)[:-1] + (params.n_hidden,), params.weights.dtype)
         one = jnp.ones((), fe.dtype)
         return RBMGibbsState(
             {self._site_name: v}, h, fe, ll, fe - ll, one, one, jnp.zeros((), jnp.int32), rng_key
@@ -341,12 +381,22 @@ class RBMGibbs(MCMCKernel):
         else:
             v0 = prototype
 
+        q = self._potts_q
+        what = "an integer sequence of " if q else ""
+
         def check(v):
             if jnp.shape(v)[-1:] != jnp.shape(prototype)[-1:]:
                 raise ValueError(
-                    f"init_params[{name!r}] has shape {jnp.shape(v)}; expected "
+                    f"init_params[{name!r}] has shape {jnp.shape(v)}; expected {what}shape "
                     f"{jnp.shape(prototype)} (with a leading num_chains axis when vectorized)"
                 )
+            if q and not isinstance(v, jax.core.Tracer):
+                x = np.asarray(v)
+                if not np.all((x >= 0) & (x < q) & (x == np.round(x))):
+                    raise ValueError(
+                        f"init_params[{name!r}] must hold Potts states, integers in 0 .. {q - 1}"
+                        " (the site value is the integer sequence, not the one-hot layer)"
+                    )
 
         check(v0)
         sample_one = self._sample_one
@@ -377,9 +427,10 @@ class RBMGibbs(MCMCKernel):
             _, _, _, fe, ll = self._evaluate(v_new, model_args, model_kwargs)
             accept_prob = jnp.ones((), fe.dtype)
         else:
-            v_new, h_new = block_gibbs(
-                key_sweep, params, v, self._num_sweeps, mask=mask, values=values
+            layer, h_new = block_gibbs(
+                key_sweep, params, _to_layer(params, v), self._num_sweeps, mask=mask, values=values
             )
+            v_new = _from_layer(params, layer, v)
             _, _, _, fe, ll = self._evaluate(v_new, model_args, model_kwargs)
             if self._mode == "metropolis":
                 log_ratio = ll - state.log_likelihood
