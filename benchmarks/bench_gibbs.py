@@ -35,6 +35,7 @@ import numpy as np
 from _common import interleaved_best, print_rows, row, write_results
 
 from numpyro_rbm import units
+from numpyro_rbm._threefry import threefry_bits32
 from numpyro_rbm.core import RBMParams, gibbs_sweep
 from numpyro_rbm.infer import block_gibbs
 
@@ -88,8 +89,11 @@ def _rbg_words(key, shape):
 
 VARIANTS = {
     "uniform < sigmoid (previous)": _uniform_compare,
-    "threefry bits, 32-bit threshold (ours)": lambda key, f: units._binary_from_words(
+    "jax.random.bits (rolled threefry), 32-bit threshold": lambda key, f: units._binary_from_words(
         jax.random.bits(key, f.shape, jnp.uint32), f, 0.0, 1.0
+    ),
+    "fused threefry (same words), 32-bit threshold (ours)": lambda key, f: (
+        units._binary_from_words(threefry_bits32(key, f.shape), f, 0.0, 1.0)
     ),
     "Philox-4x32 words, 32-bit threshold": lambda key, f: units._binary_from_words(
         _philox_words(key, f.shape), f, 0.0, 1.0

@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._threefry import threefry_split
 from .units import Bernoulli, UnitType, as_unit_type
 
 __all__ = [
@@ -288,6 +289,6 @@ def gibbs_sweep(key, params: RBMParams, v):
     Returns:
         ``(v_new, h)``: the new visible state and the hidden state it was drawn from.
     """
-    key_h, key_v = jax.random.split(key)
+    key_h, key_v = threefry_split(key)  # = jax.random.split, fused on the CPU
     h = sample_hidden(key_h, params, v)
     return sample_visible(key_v, params, h), h

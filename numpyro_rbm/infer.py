@@ -73,6 +73,7 @@ from numpyro.infer.initialization import init_to_sample
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
 
+from ._threefry import threefry_split
 from .clamp import apply_clamp
 from .core import RBMParams, free_energy, sample_hidden, visible_field
 from .units import Potts
@@ -125,7 +126,7 @@ def block_gibbs(
 
     def sweep(carry, key):
         v, _ = carry
-        key_h, key_v = jax.random.split(key)
+        key_h, key_v = threefry_split(key)
         h = sample_hidden(key_h, params, v)
         field = visible_field(params, h)
         if field_offset is not None:

@@ -68,6 +68,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import io
+from ._threefry import threefry_split
 from .core import RBMParams, free_energy, gibbs_sweep, hidden_mean, init_params, visible_mean
 from .units import as_unit_type
 
@@ -164,7 +165,7 @@ def _gibbs_k(key, params: RBMParams, v, k: int):
     def body(v, key):
         return gibbs_sweep(key, params, v)[0], None
 
-    return jax.lax.scan(body, v, jax.random.split(key, k))[0]
+    return jax.lax.scan(body, v, threefry_split(key, k))[0]
 
 
 def cd_negative(key, params: RBMParams, v_data, k: int = 1):
@@ -229,8 +230,8 @@ def pt_negative(key, params: RBMParams, chains, betas, base_bias, k: int = 1):
     """
     ladder = tempered_params(params, betas, base_bias)
     n_temps, n_chains = chains.shape[:2]
-    key_gibbs, key_even, key_odd = jax.random.split(key, 3)
-    keys = jax.random.split(key_gibbs, n_temps)
+    key_gibbs, key_even, key_odd = threefry_split(key, 3)
+    keys = threefry_split(key_gibbs, n_temps)
     chains = jax.vmap(lambda kk, p, v: _gibbs_k(kk, p, v, k))(keys, ladder, chains)
     u_even = jax.random.uniform(key_even, (n_temps - 1, n_chains), chains.dtype)
     chains, rate_even = _swap(u_even, ladder, chains, 0)
@@ -444,7 +445,7 @@ def _build_run(cfg_items: tuple, optimizer, state_sharding=None):
         return chains[-1], chains, rate
 
     def update(state: TrainState, batch, betas, base_bias):
-        key, key_neg = jax.random.split(state.key)
+        key, key_neg = threefry_split(state.key)
         offsets = (state.visible_offset, state.hidden_offset)
         standard = to_standard(state.params, *offsets)
         v_model, chains, rate = negative(key_neg, standard, batch, state.chains, betas, base_bias)

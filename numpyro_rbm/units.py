@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._threefry import threefry_bits32
+
 __all__ = [
     "UnitType",
     "ParametricUnitType",
@@ -211,14 +213,16 @@ def _sample_binary(key, logit, low, high):
     :math:`\sigma(\ell)` instead biases each tail by up to :math:`2^{-23}` (its 23-bit grid), e.g.
     draws probability :math:`2^{-23}` at :math:`\ell = -30` where :math:`\sigma = 10^{-13}`.
     It costs one threefry word and a few elementwise operations per draw, the same as the
-    uniform comparison; faster generators were measured and rejected (docs/performance.md).
+    uniform comparison; the words are ``jax.random.bits(key, shape)`` bit for bit, computed
+    by :func:`~numpyro_rbm._threefry.threefry_bits32`, which XLA:CPU fuses into one kernel;
+    other generators were measured and rejected (docs/performance.md).
     Float64 logits use a float64 uniform (error :math:`2^{-52}`).
     """
     dtype = jnp.result_type(logit)
     if jnp.finfo(dtype).bits > 32:
         u = jax.random.uniform(key, jnp.shape(logit), dtype=dtype)
         return jnp.where(u < jax.nn.sigmoid(logit), high, low).astype(dtype)
-    words = jax.random.bits(key, jnp.shape(logit), jnp.uint32)
+    words = threefry_bits32(key, jnp.shape(logit))  # = jax.random.bits, fused on the CPU
     return _binary_from_words(words, logit, low, high)
 
 
