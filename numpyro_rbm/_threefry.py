@@ -51,6 +51,8 @@ def _raw_threefry_key(key):
         if str(jax.random.key_impl(key)) != "threefry2x32":
             return None
         key = jax.random.key_data(key)
+    elif jax.config.jax_default_prng_impl != "threefry2x32":  # raw keys of another generator
+        return None
     return key if key.shape == (2,) and key.dtype == jnp.uint32 else None
 
 
