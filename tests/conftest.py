@@ -1,6 +1,11 @@
 """Shared test helpers: brute-force enumeration written independently of the library."""
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +15,28 @@ import pytest
 from numpyro_rbm import RBMParams
 
 VALUES = {"bernoulli": (0.0, 1.0), "spin": (-1.0, 1.0)}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_with_host_devices(script: str, n_devices: int, *args: str, timeout: int = 600):
+    """Runs ``script`` (with ``args``) in a fresh interpreter on ``n_devices`` forced CPU
+    devices (the device count is fixed when JAX starts, hence the subprocess) and returns the
+    JSON it printed on its last line of output."""
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def brute_states(n, units="bernoulli"):

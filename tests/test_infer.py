@@ -12,12 +12,7 @@ Compile time dominates, so each MCMC configuration runs once per module (fixture
 checks on its draws (fit, ArviZ conversion, diagnostics) share it.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import arviz as az
 import jax
@@ -26,7 +21,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from conftest import brute_joint_table, g_test_pvalue, state_index
+from conftest import ROOT, brute_joint_table, g_test_pvalue, run_with_host_devices, state_index
 from numpyro.infer import MCMC, NUTS, Gibbs
 from scipy.special import logsumexp
 from scipy.stats import beta as beta_dist
@@ -35,7 +30,6 @@ import numpyro_rbm as nrbm
 from numpyro_rbm import RBMGibbs, diagnostics
 from numpyro_rbm.core import RBMParams, free_energy
 
-ROOT = Path(__file__).resolve().parents[1]
 P_MIN = 1e-3
 
 
@@ -206,8 +200,6 @@ def test_thinning_post_warmup_state_and_print_summary(capsys):
 def test_parallel_chain_method_in_subprocess(tmp_path):
     """chain_method="parallel" on two forced host devices, in a fresh interpreter."""
     script = textwrap.dedent(f"""
-        import os
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
         import json, sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
         import arviz as az, jax, numpy as np
@@ -225,17 +217,7 @@ def test_parallel_chain_method_in_subprocess(tmp_path):
         print(json.dumps(dict(shape=list(idata.posterior["v"].shape),
                               converged=bool(diag.converged), verdict=diag.verdict)))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_with_host_devices(script, 2, timeout=300)
     assert result["shape"] == [2, 2000, 5]
     assert result["converged"], result["verdict"]
     v = np.load(tmp_path / "v.npy")

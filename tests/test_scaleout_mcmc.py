@@ -16,25 +16,17 @@ is checked in ``tests/test_infer.py::test_parallel_chain_method_in_subprocess``;
 carries it over to four devices.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, run_with_host_devices
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("scaleout")
     script = textwrap.dedent(f"""
-        import os
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
         import json, sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
         import jax, numpy as np
@@ -62,18 +54,7 @@ def runs(tmp_path_factory):
                     devices[case + "_shards"] = [list(s) for s in shards]
         print(json.dumps(devices))
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    devices = json.loads(out.stdout.strip().splitlines()[-1])
+    devices = run_with_host_devices(script, 4, timeout=600)
 
     def load(case, method, what):
         return np.load(out_dir / f"{case}_{method}_{what}.npy")

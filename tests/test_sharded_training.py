@@ -12,13 +12,10 @@ threshold (probability ~1e-14 per draw here), so the chains must be bitwise equa
 parameters equal to 1e-10.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_with_host_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -76,24 +73,13 @@ SCRIPT = textwrap.dedent(
         training.fit(x, 6, batch_size=6, epochs=1, progress=False, devices=jax.devices())
     except ValueError as err:
         report["error"] = str(err)
-    print("REPORT" + json.dumps(report))
+    print(json.dumps(report))
     """
 )
 
 
 def _run(*methods):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *methods],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(s for s in done.stdout.splitlines() if s.startswith("REPORT"))
-    return json.loads(line[len("REPORT") :])
+    return run_with_host_devices(SCRIPT, 4, *methods, timeout=900)
 
 
 @pytest.fixture(scope="module")
