@@ -38,9 +38,6 @@ def train_pcd(data, n_hidden, steps, lr, seed=0, batch=100):
         jax.random.key(seed), data.shape[1], n_hidden, visible_bias=base_rate_bias(data)
     )
 
-    def surrogate(p, v_data, v_model):
-        return jnp.mean(nrbm.free_energy(p, v_data)) - jnp.mean(nrbm.free_energy(p, v_model))
-
     @jax.jit
     def run(p, key):
         k_init, k_steps = jax.random.split(key)
@@ -51,7 +48,7 @@ def train_pcd(data, n_hidden, steps, lr, seed=0, batch=100):
             k_batch, k_gibbs = jax.random.split(k)
             idx = jax.random.choice(k_batch, data.shape[0], (batch,))
             chains, _ = nrbm.gibbs_sweep(k_gibbs, p, chains)
-            grad = jax.grad(surrogate)(p, data[idx], chains)
+            grad = nrbm.loss_gradient(p, data[idx], chains)
             return (jax.tree.map(lambda a, g: a - lr * g, p, grad), chains), None
 
         (p, _), _ = jax.lax.scan(step, (p, chains), jax.random.split(k_steps, steps))

@@ -27,6 +27,7 @@ from numpyro_rbm.ais import (
 )
 from numpyro_rbm.core import RBMParams, free_energy, gibbs_sweep, init_params
 from numpyro_rbm.partition import log_partition, sample_exact
+from numpyro_rbm.training import loss_gradient
 
 # The submodule (the package attribute `ais` is the function of the same name).
 ais_module = importlib.import_module("numpyro_rbm.ais")
@@ -71,9 +72,6 @@ def train_pcd(data, n_hidden, steps, lr, seed=0, batch=100):
         visible_bias=base_rate_bias(data),
     )
 
-    def surrogate(p, v_data, v_model):
-        return jnp.mean(free_energy(p, v_data)) - jnp.mean(free_energy(p, v_model))
-
     @jax.jit
     def run(p, key):
         k_init, k_steps = jax.random.split(key)
@@ -84,7 +82,7 @@ def train_pcd(data, n_hidden, steps, lr, seed=0, batch=100):
             k_batch, k_gibbs = jax.random.split(k)
             idx = jax.random.choice(k_batch, data.shape[0], (batch,))
             chains, _ = gibbs_sweep(k_gibbs, p, chains)
-            grad = jax.grad(surrogate)(p, data[idx], chains)
+            grad = loss_gradient(p, data[idx], chains)
             return (jax.tree.map(lambda a, g: a - lr * g, p, grad), chains), None
 
         (p, _), _ = jax.lax.scan(step, (p, chains), jax.random.split(k_steps, steps))
