@@ -13,6 +13,12 @@ For 784x500 and 64x64 Bernoulli RBMs with 100 and 1000 chains (float32), one run
   :math:`\\sigma(\\phi)` (the previous sampler), the exact 32-bit threshold on JAX's threefry
   bits (the library's sampler), the same threshold on Philox-4x32 words and on XLA's
   RngBitGenerator (``rbg``) words, and ``lax.scan(unroll=2)``;
+* the same sweeps with the 1000 chains sharded over two host CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=2``, in a subprocess, since the device
+  count is fixed when JAX starts): XLA:CPU runs one sweep's small kernels on one core, so at
+  64x64 one device leaves the second core idle; the same library code on chains placed with
+  a ``NamedSharding`` runs half the chains on each core, and its draws are bitwise equal to
+  the single-device run (the worker checks this);
 * NumPyro's ``DiscreteHMCGibbs`` on a 64x16 RBM (one chain, compiled scan, as in
   ``bench_kernel.py``) against ``block_gibbs`` with 4096 chains: chain-draws per second.
 
@@ -23,6 +29,7 @@ excluded; ratios are against the baseline of the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -258,6 +265,37 @@ def gibbs_cases(quick: bool, repeats: int):
             )
         )
         if detailed:
+            sharded = sharded_rates(n_v, n_h, chains, sweeps, repeats)
+            how = (
+                f"the same library code with the chains sharded over {SHARDED_DEVICES} forced "
+                "host CPU devices (NamedSharding), draws bitwise equal to one device"
+            )
+            for name in ("gibbs_sweep", "block_gibbs"):
+                metric = f"chain-sweeps/s, {name}, chains sharded over {SHARDED_DEVICES} devices"
+                rows.append(
+                    row(
+                        case,
+                        metric,
+                        sharded[name],
+                        "plain NumPy",
+                        rate["numpy"],
+                        ">= 3x NumPy" if small and name == "gibbs_sweep" else None,
+                        3.0 if small and name == "gibbs_sweep" else None,
+                        how,
+                    )
+                )
+                rows.append(
+                    row(
+                        case,
+                        metric,
+                        sharded[name],
+                        f"matmul-only loop, sharded over {SHARDED_DEVICES} devices",
+                        sharded["matmul"],
+                        ">= 0.9 of matmul-only" if big and name == "gibbs_sweep" else None,
+                        0.9 if big and name == "gibbs_sweep" else None,
+                        how,
+                    )
+                )
             for name in list(VARIANTS) + ["gibbs_sweep, scan unroll 2"]:
                 rows.append(
                     row(
@@ -271,6 +309,57 @@ def gibbs_cases(quick: bool, repeats: int):
                 )
         print(f"{case}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rate.items()), flush=True)
     return rows
+
+
+SHARDED_DEVICES = 2
+
+
+def sharded_worker(n_v, n_h, chains, sweeps, repeats):
+    """Runs in a process started with ``SHARDED_DEVICES`` forced host devices: the matmul-only
+    loop, ``gibbs_sweep`` and ``block_gibbs`` with the chains sharded over the devices. Checks
+    that the sharded draws equal the single-device draws bit for bit. Returns chain-sweeps/s."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    assert len(devices) == SHARDED_DEVICES, devices
+    mesh = Mesh(np.array(devices), ("chains",))
+    params = make_params(n_v, n_h)
+    v0 = jnp.asarray(np.random.default_rng(1).random((chains, n_v)) < 0.5, jnp.float32)
+    v_sharded = jax.device_put(v0, NamedSharding(mesh, PartitionSpec("chains")))
+    sweep = jax.jit(lambda k, p, v: block_gibbs(k, p, v, sweeps)[0])
+    single, sharded = (
+        sweep(jax.random.key(3), params, v0),
+        sweep(jax.random.key(3), params, v_sharded),
+    )
+    assert len(sharded.sharding.device_set) == SHARDED_DEVICES
+    assert bool(jnp.all(single == sharded)), "sharded draws differ from the single-device run"
+    fns = {
+        "matmul": scan_runner(params, v_sharded, sweeps, matmul_step),
+        "gibbs_sweep": scan_runner(
+            params, v_sharded, sweeps, lambda k, p, v: gibbs_sweep(k, p, v)[0]
+        ),
+        "block_gibbs": block_gibbs_runner(params, v_sharded, sweeps),
+    }
+    best = interleaved_best(fns, repeats)
+    return {name: chains * sweeps / t for name, t in best.items()}
+
+
+def sharded_rates(n_v, n_h, chains, sweeps, repeats):
+    """``sharded_worker`` in a subprocess with ``SHARDED_DEVICES`` forced host devices."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={SHARDED_DEVICES}"
+    )
+    args = [str(x) for x in (n_v, n_h, chains, sweeps, repeats)]
+    out = subprocess.run(
+        [sys.executable, __file__, "--sharded-worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def discrete_hmc_gibbs_case(quick: bool, repeats: int):
@@ -307,9 +396,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer sweeps and rounds")
     parser.add_argument("--out", default=None, help="JSON path (default results/gibbs.json)")
     parser.add_argument("--numpy-worker", nargs=5, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sharded-worker", nargs=5, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.numpy_worker:
         print(numpy_gibbs(*args.numpy_worker))
+        return
+    if args.sharded_worker:
+        print(json.dumps(sharded_worker(*args.sharded_worker)))
         return
     repeats = 3 if args.quick else 5
     start = time.perf_counter()

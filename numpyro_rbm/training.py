@@ -22,7 +22,9 @@ estimators differ only in where the negative samples come from:
 
 * **CD-k** (Hinton 2002): :math:`k` Gibbs sweeps started at the minibatch (biased, cheap).
 * **PCD-k / SML** (Younes 1989; Tieleman 2008): :math:`k` sweeps of persistent chains that
-  carry over from one parameter update to the next.
+  carry over from one parameter update to the next. :func:`fit` takes each update's
+  negative phase at the chains as they stand, then advances them by :math:`k` sweeps under
+  the same parameters, so the sweep's first product :math:`v'W` is the gradient's own.
 * **Parallel tempering** (Desjardins et al. 2010; Cho, Raiko & Ilin 2010): persistent chains
   at inverse temperatures :math:`0 = \beta_1 < \dots < \beta_T = 1` of the interpolated models
   :math:`p_\beta(v, h) \propto \exp\big(\beta(v^\top W h + c^\top h) + (\beta b +
@@ -439,13 +441,15 @@ def _build_run(cfg_items: tuple, optimizer, state_sharding=None):
             v_model = cd_negative(key, params, batch, cfg["k"])
             return v_model, v_model, jnp.zeros((0,), batch.dtype)
         if cfg["method"] == "pcd":
-            chains = pcd_negative(key, params, chains, cfg["k"])
-            return chains, chains, jnp.zeros((0,), batch.dtype)
+            # The negative phase reads the chains as they are, then advances them by k
+            # sweeps: the sweep's first product v W is then the gradient's own (XLA merges
+            # the two), five matrix products per update instead of six.
+            advanced = pcd_negative(key, params, chains, cfg["k"])
+            return chains, advanced, jnp.zeros((0,), batch.dtype)
         chains, rate = pt_negative(key, params, chains, betas, base_bias, cfg["k"])
         return chains[-1], chains, rate
 
-    def update(state: TrainState, batch, betas, base_bias):
-        key, key_neg = threefry_split(state.key)
+    def update(state: TrainState, batch, key_neg, betas, base_bias):
         offsets = (state.visible_offset, state.hidden_offset)
         standard = to_standard(state.params, *offsets)
         v_model, chains, rate = negative(key_neg, standard, batch, state.chains, betas, base_bias)
@@ -467,21 +471,26 @@ def _build_run(cfg_items: tuple, optimizer, state_sharding=None):
             )
             params = move_hidden_offset(params, hidden_offset, new)
             hidden_offset = new
-        state = TrainState(params, state.visible_offset, hidden_offset, opt_state, chains, key)
+        state = TrainState(
+            params, state.visible_offset, hidden_offset, opt_state, chains, state.key
+        )
         return state, rate
 
     def epoch(state: TrainState, data, betas, base_bias):
-        key, key_perm = jax.random.split(state.key)
+        # All of an epoch's update keys in one split: a split per update would add its own
+        # small kernels to every update (measured 1.2x slower at batch 10).
+        key, key_perm, key_updates = threefry_split(state.key, 3)
         n_batches = data.shape[0] // cfg["batch_size"]
+        update_keys = threefry_split(key_updates, n_batches)
         perm = jax.random.permutation(key_perm, data.shape[0])[: n_batches * cfg["batch_size"]]
         batches = data[perm].reshape(n_batches, cfg["batch_size"], data.shape[1])
         if batch_sharding is not None:
             batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
-        def step(state, batch):
-            return update(state, batch, betas, base_bias)
+        def step(state, batch_and_key):
+            return update(state, *batch_and_key, betas, base_bias)
 
-        state, rates = jax.lax.scan(step, state._replace(key=key), batches)
+        state, rates = jax.lax.scan(step, state._replace(key=key), (batches, update_keys))
         return state, jnp.mean(rates, axis=0)
 
     def is_finite(params):

@@ -81,3 +81,42 @@ def test_parallel_chains_run_one_per_device(runs, case):
     devices, _ = runs
     assert len(set(devices[case])) == 4, devices[case]
     assert devices[case + "_shards"] == [[1, 5]] * 4  # one chain's state per device
+
+
+def test_block_gibbs_on_chains_sharded_over_host_devices():
+    """Chains placed with a ``NamedSharding`` over two host devices run the same library code
+    half on each device (each CPU device runs on its own core; docs/performance.md) and give
+    the single-device draws bit for bit: the sampler's random words are a function of each
+    element's index (JAX's partitionable threefry), so partitioning changes nothing."""
+    script = textwrap.dedent("""
+        import json
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        from numpyro_rbm import RBMParams, gibbs_sweep
+        from numpyro_rbm.infer import block_gibbs
+
+        assert jax.local_device_count() == 2, jax.devices()
+        rng = np.random.default_rng(0)
+        params = RBMParams(jnp.asarray(0.3 * rng.normal(size=(12, 7)), jnp.float32),
+                           jnp.asarray(0.1 * rng.normal(size=12), jnp.float32),
+                           jnp.asarray(0.1 * rng.normal(size=7), jnp.float32))
+        v0 = jnp.asarray(rng.random((64, 12)) < 0.5, jnp.float32)
+        mesh = Mesh(np.array(jax.devices()), ("chains",))
+        sharded = jax.device_put(v0, NamedSharding(mesh, PartitionSpec("chains")))
+        run = jax.jit(lambda k, v: block_gibbs(k, params, v, 50))
+        sweep = jax.jit(lambda k, v: gibbs_sweep(k, params, v))
+        out = {}
+        for name, fn in (("block_gibbs", run), ("gibbs_sweep", sweep)):
+            one, two = fn(jax.random.key(5), v0), fn(jax.random.key(5), sharded)
+            out[name] = dict(
+                equal=all(bool(jnp.array_equal(a, b)) for a, b in zip(one, two)),
+                shards=[list(s.data.shape) for s in two[0].addressable_shards],
+                moved=int(jnp.sum(one[0] != v0)),
+            )
+        print(json.dumps(out))
+    """)
+    result = run_with_host_devices(script, 2, timeout=300)
+    for name, r in result.items():
+        assert r["equal"], name
+        assert r["shards"] == [[32, 12]] * 2, name  # split across the devices, not replicated
+        assert r["moved"] > 50, name  # the chains did move

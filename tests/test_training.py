@@ -157,6 +157,30 @@ def test_pcd_chains_give_the_exact_gradient(x64, small_model):
     _check_negative_phase(model, v_data, chains)
 
 
+def test_pcd_update_reads_the_chains_then_advances_them(x64):
+    """fit's PCD update takes the gradient at the chains as they are, then advances them (so
+    the sweep's first product is the gradient's own). With every data row and hence every
+    starting chain equal, the first gradient is exactly zero: one SGD step leaves the model
+    as it was (a learning rate of 0 gives the initial model), while the chains move."""
+    x = (np.random.default_rng(0).random(16) < 0.5).astype(np.float64)
+    data = np.tile(x, (12, 1))
+    common = dict(
+        batch_size=12,
+        num_chains=6,
+        epochs=1,
+        centering=False,
+        eval_every=None,
+        progress=False,
+        dtype="float64",
+    )
+    initial = training.fit(data, 5, optimizer=optax.sgd(0.0), seed=3, **common)
+    stepped = training.fit(data, 5, optimizer=optax.sgd(0.1), seed=3, **common)
+    pairs = zip(jax.tree.leaves(stepped.params), jax.tree.leaves(initial.params), strict=True)
+    for got, want in pairs:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert np.any(np.asarray(stepped.chains) != x)  # the chains did take their sweep
+
+
 def test_parallel_tempering_gives_the_exact_gradient(x64, small_model):
     model, v_data = small_model
     params = _params(*model)
