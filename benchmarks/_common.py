@@ -83,12 +83,18 @@ def print_rows(rows: list) -> None:
         )
 
 
+# A pause before each timed call: OpenBLAS's worker threads keep spinning for a while after a
+# NumPy or scikit-learn call returns, and would slow whichever contender runs next.
+SETTLE_S = 0.3
+
+
 def interleaved_best(fns: dict, repeats: int) -> dict:
     """Best wall time in seconds of each zero-argument callable, the callables taking turns
     (``repeats`` rounds) so that a load change on the machine hits all of them alike."""
     best = {name: float("inf") for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)

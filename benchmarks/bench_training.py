@@ -52,6 +52,9 @@ from numpyro_rbm.partition import log_partition
 from numpyro_rbm.training import base_rate_bias, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# A pause before each timed fit: OpenBLAS's worker threads keep spinning for a while after a
+# scikit-learn fit returns, and would slow whichever contender runs next.
+SETTLE_S = 0.3
 
 
 # --- result rows ------------------------------------------------------------------------------
@@ -218,6 +221,7 @@ def speed(quick: bool):
             compile_s = {}
             for rep in range(repeats):  # the contenders take turns; the best time counts
                 for name, fn in runs.items():
+                    time.sleep(SETTLE_S)
                     seconds, compiled = fn()
                     best[name] = min(best[name], seconds)
                     if rep == 0:
