@@ -331,7 +331,8 @@ def sharded_worker(n_v, n_h, chains, sweeps, repeats):
         sweep(jax.random.key(3), params, v0),
         sweep(jax.random.key(3), params, v_sharded),
     )
-    assert len(sharded.sharding.device_set) == SHARDED_DEVICES
+    shard_rows = [s.data.shape[0] for s in sharded.addressable_shards]
+    assert shard_rows == [chains // SHARDED_DEVICES] * SHARDED_DEVICES, shard_rows  # split
     assert bool(jnp.all(single == sharded)), "sharded draws differ from the single-device run"
     fns = {
         "matmul": scan_runner(params, v_sharded, sweeps, matmul_step),
