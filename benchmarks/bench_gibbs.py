@@ -167,6 +167,20 @@ def numpy_gibbs(n_v, n_h, chains, sweeps, repeats):
     return chains * sweeps / interleaved_best({"numpy": run}, repeats)["numpy"]
 
 
+def _worker(flag: str, args, env: dict) -> str:
+    """Runs this script with ``flag`` and ``args`` in a fresh interpreter under ``env``;
+    returns the last line it printed."""
+    out = subprocess.run(
+        [sys.executable, __file__, flag, *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+        env=env,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
 def numpy_rate(n_v, n_h, chains, sweeps, repeats):
     """Best of ``numpy_gibbs`` with OpenBLAS's default threads and with one thread, each in a
     subprocess that never starts XLA (whose idle worker threads would compete with BLAS's).
@@ -182,16 +196,7 @@ def numpy_rate(n_v, n_h, chains, sweeps, repeats):
             env.pop(var, None)
             if threads:
                 env[var] = threads
-        args = [str(x) for x in (n_v, n_h, chains, sweeps, repeats)]
-        out = subprocess.run(
-            [sys.executable, __file__, "--numpy-worker", *args],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-            env=env,
-        )
-        rates[label] = float(out.stdout.strip().splitlines()[-1])
+        rates[label] = float(_worker("--numpy-worker", (n_v, n_h, chains, sweeps, repeats), env))
     best = max(rates, key=rates.get)
     return rates[best], best
 
@@ -351,16 +356,7 @@ def sharded_rates(n_v, n_h, chains, sweeps, repeats):
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={SHARDED_DEVICES}"
     )
-    args = [str(x) for x in (n_v, n_h, chains, sweeps, repeats)]
-    out = subprocess.run(
-        [sys.executable, __file__, "--sharded-worker", *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=True,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(_worker("--sharded-worker", (n_v, n_h, chains, sweeps, repeats), env))
 
 
 def discrete_hmc_gibbs_case(quick: bool, repeats: int):

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import SETTLE_S  # the pause before each timed call (OpenBLAS threads spin)
 from sklearn.neural_network import BernoulliRBM
 
 import numpyro_rbm as nrbm
@@ -52,9 +53,6 @@ from numpyro_rbm.partition import log_partition
 from numpyro_rbm.training import base_rate_bias, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# A pause before each timed fit: OpenBLAS's worker threads keep spinning for a while after a
-# scikit-learn fit returns, and would slow whichever contender runs next.
-SETTLE_S = 0.3
 
 
 # --- result rows ------------------------------------------------------------------------------

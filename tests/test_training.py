@@ -323,23 +323,28 @@ def test_moving_the_hidden_offset_leaves_the_model_unchanged(x64):
     assert not np.allclose(training.move_hidden_offset(params, lam, lam_new).visible_bias, b)
 
 
-def test_nan_guard_keeps_the_last_good_checkpoint(bas3, tmp_path):
-    # Finite steps for 3 epochs (10 updates each), then an infinite learning rate.
+def _fit_diverging_in_epoch_4(data, **kwargs):
+    """6 epochs of 10 updates: finite steps for 3 epochs, then an infinite learning rate."""
+
     def schedule(step):
         return jnp.where(step < 30, 0.01, jnp.inf)
 
+    fit(
+        data,
+        5,
+        epochs=6,
+        batch_size=14,
+        optimizer=optax.adam(schedule),
+        eval_every=None,
+        progress=False,
+        num_chains=20,
+        **kwargs,
+    )
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint(bas3, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"epoch 4.*last good checkpoint \(epoch 3\)"):
-        fit(
-            bas3,
-            5,
-            epochs=6,
-            batch_size=14,
-            optimizer=optax.adam(schedule),
-            eval_every=None,
-            progress=False,
-            checkpoint_dir=tmp_path,
-            num_chains=20,
-        )
+        _fit_diverging_in_epoch_4(bas3, checkpoint_dir=tmp_path)
     arrays, meta = io.load_checkpoint(tmp_path / training.CHECKPOINT_FILE)
     assert meta["epoch"] == 3
     assert all(np.all(np.isfinite(a)) for a in arrays.values() if a.dtype.kind == "f")
@@ -349,20 +354,8 @@ def test_nan_guard_keeps_the_last_good_checkpoint(bas3, tmp_path):
 def test_nan_guard_inside_a_multi_epoch_call_names_the_epoch(bas3):
     # No evaluation, no checkpoint: all 6 epochs run in one compiled call, which must stop at
     # the first epoch whose parameters are not finite and say which one it was.
-    def schedule(step):
-        return jnp.where(step < 30, 0.01, jnp.inf)
-
     with pytest.raises(TrainingDiverged, match=r"during epoch 4; pass checkpoint_dir"):
-        fit(
-            bas3,
-            5,
-            epochs=6,
-            batch_size=14,
-            optimizer=optax.adam(schedule),
-            eval_every=None,
-            progress=False,
-            num_chains=20,
-        )
+        _fit_diverging_in_epoch_4(bas3)
 
 
 def test_training_loop_compiles_once_per_settings_and_shapes(bas3, caplog):
