@@ -123,3 +123,12 @@ def make_params(seed, n_v, n_h, scale, vu="bernoulli", hu="bernoulli", dtype=np.
     ]
     params = RBMParams(*(jnp.asarray(a) for a in arrays), visible_units=vu, hidden_units=hu)
     return params, [a.astype(np.float64) for a in arrays]
+
+
+# --- thresholds shared by the statistical tests (tests/README.md gives the audit) ----------
+
+#: A z-score beyond this fails: P(|Z| > 4.5) = 6.8e-6 for one Gaussian statistic.
+Z_MAX = 4.5
+#: The smallest acceptable goodness-of-fit p-value: a correct sampler fails one such test with
+#: probability 1e-5.
+P_MIN = 1e-5
