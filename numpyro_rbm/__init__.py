@@ -1,6 +1,6 @@
 """numpyro-rbm: Restricted Boltzmann Machines for NumPyro, JAX and ArviZ."""
 
-from . import core, datasets, diagnostics, io, partition, potts, units
+from . import core, datasets, diagnostics, io, kernels, learning, partition, potts, units
 from .ais import (
     AISResult,
     LogLikelihood,
@@ -26,8 +26,7 @@ from .core import (
 )
 from .distribution import RBM
 from .infer import RBMGibbs
-from .partition import EnumerationTooLarge, log_partition, sample_exact
-from .training import (
+from .learning import (
     FitResult,
     TrainingDiverged,
     TrainState,
@@ -38,6 +37,7 @@ from .training import (
     pcd_negative,
     pt_negative,
 )
+from .partition import EnumerationTooLarge, log_partition, sample_exact
 from .units import (
     Bernoulli,
     DReLU,
@@ -48,6 +48,7 @@ from .units import (
     UnitType,
     gaussian_from_cho,
     gaussian_to_cho,
+    register_unit_type,
 )
 
 __version__ = "0.1.0"
@@ -58,6 +59,8 @@ __all__ = [
     "datasets",
     "diagnostics",
     "io",
+    "kernels",
+    "learning",
     "partition",
     "potts",
     "units",
@@ -69,6 +72,7 @@ __all__ = [
     "ReLU",
     "DReLU",
     "UnitType",
+    "register_unit_type",
     "gaussian_to_cho",
     "gaussian_from_cho",
     "RBMParams",

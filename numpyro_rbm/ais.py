@@ -72,7 +72,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .core import RBMParams, free_energy, hidden_field, visible_field
+from .core import RBMParams, free_energy, gibbs_sweep, hidden_field
+from .kernels import tempered_params
+from .partition import EXACT_MAX_UNITS, EnumerationTooLarge, enumerated_layer, log_partition
+from .units import base_rate_bias, check_data
 
 __all__ = [
     "AISResult",
@@ -83,6 +86,8 @@ __all__ = [
     "summarize_log_weights",
     "default_schedule",
     "base_rate_bias",
+    "choose_method",
+    "estimate_log_z",
 ]
 
 #: Number of inverse temperatures in Salakhutdinov & Murray's reference schedule.
@@ -204,61 +209,10 @@ def _as_schedule(betas) -> np.ndarray:
 
 
 def _check_data(params: RBMParams, data, name: str):
-    data = np.asarray(data)
-    if data.ndim != 2 or data.shape[-1] != params.n_visible:
-        raise ValueError(
-            f"{name} must have shape (num_examples, n_visible={params.n_visible}), got "
-            f"{data.shape}"
-        )
-    if data.shape[0] < 1:
-        raise ValueError(f"{name} is empty")
-    if not bool(np.all(params.visible_units.in_support(data))):
-        raise ValueError(
-            f"{name} has values outside the support of the visible units "
-            f"({params.visible_units.spec}: {params.visible_units.values}); binarise it first "
-            "(Gaussian units: finite values; Potts units: the one-hot layer, "
-            "Potts(q).one_hot(sequences))"
-        )
-    return jnp.asarray(data, params.weights.dtype)
-
-
-def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_params=None):
-    r"""Visible biases of the *base-rate* model: independent units matching the data marginals.
-
-    For two-state units with values :math:`(x_-, x_+)`, :math:`p(x_i = x_+) =
-    \sigma((x_+ - x_-) b_i)`, so the bias matching the smoothed frequency
-    :math:`q_i = (n_i + \alpha) / (N + 2\alpha)` of :math:`x_+` is
-    :math:`b_i = \operatorname{logit}(q_i) / (x_+ - x_-)`. The pseudo-count :math:`\alpha`
-    keeps units that never (or always) fire in the data at a finite bias.
-
-    Gaussian units: :math:`b_i = \lambda_i \bar v_i` with the *target's* precisions
-    ``unit_params`` (the base model shares the target's base measure, so only the bias is
-    annealed), i.e. independent Gaussians at the data means. Potts units: the log of the
-    smoothed site frequencies (:meth:`~numpyro_rbm.units.Potts.bias_from_data`).
-
-    Args:
-        data: array ``(N, n_visible)`` of unit values.
-        units: the visible unit type (a name or :class:`~numpyro_rbm.units.UnitType`).
-        pseudocount: :math:`\alpha > 0`, added to both counts.
-
-    Returns:
-        The biases, shape ``(n_visible,)``, float64 numpy (cast them to your dtype).
-    """
-    from .units import as_unit_type
-
-    units = as_unit_type(units)
-    if not pseudocount > 0:
-        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
-    if units.values is None:  # Gaussian (data means), Potts (data frequencies)
-        return units.bias_from_data(data, pseudocount, unit_params)
-    data = np.asarray(data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] < 1:
-        raise ValueError(f"data must have shape (num_examples, n_visible), got {data.shape}")
-    low, high = units.values
-    if not np.all((data == low) | (data == high)):
-        raise ValueError(f"data has values outside {units.name} units' {units.values}")
-    q = (np.sum(data == high, axis=0) + pseudocount) / (data.shape[0] + 2.0 * pseudocount)
-    return (np.log(q) - np.log1p(-q)) / (high - low)
+    """The visible layer ``data`` checked against ``params`` (one-hot for Potts units), as a
+    JAX array in the parameters' dtype."""
+    layer = check_data(data, params.visible_units, name, params.n_visible, layer=True)
+    return jnp.asarray(layer, params.weights.dtype)
 
 
 def _base_bias(params: RBMParams, base_data, pseudocount):
@@ -301,12 +255,12 @@ def _log_ratio(params, base_bias, beta_from, beta_to, v, phi):
     return visible + hidden
 
 
-def _transition(key, params, base_bias, beta, phi):
-    """One Gibbs sweep of the intermediate RBM at inverse temperature ``beta``."""
-    key_h, key_v = jax.random.split(key)
-    h = params.hidden_layer.sample(key_h, beta * phi)
-    field = (1 - beta) * base_bias + beta * visible_field(params, h)
-    return params.visible_layer.sample(key_v, field)
+def _transition(key, params, base_bias, beta, v, phi):
+    r"""One Gibbs sweep from ``v`` of the intermediate RBM at inverse temperature ``beta``
+    (:func:`~numpyro_rbm.kernels.tempered_params`), whose hidden field :math:`\beta\phi` is
+    known already."""
+    tempered = tempered_params(params, beta, base_bias)
+    return gibbs_sweep(key, tempered, v, field_h=beta * phi)[0]
 
 
 @partial(jax.jit, static_argnames="num_runs")
@@ -324,7 +278,7 @@ def _forward_log_weights(key, params, base_bias, betas, num_runs):
         total, comp = _kahan_add(
             total, comp, _log_ratio(params, base_bias, beta_from, beta_to, v, phi)
         )
-        return (_transition(k, params, base_bias, beta_to, phi), total, comp), None
+        return (_transition(k, params, base_bias, beta_to, v, phi), total, comp), None
 
     keys = jax.random.split(key_steps, betas.shape[0] - 1)
     (_, total, comp), _ = jax.lax.scan(step, (v, zeros, zeros), (betas[:-1], betas[1:], keys))
@@ -339,7 +293,7 @@ def _reverse_log_weights(key, params, base_bias, betas, data, num_chains):
     def step(carry, xs):
         v, phi, total, comp = carry
         beta_to, beta_from, k = xs  # walking down: beta_to = beta_k, beta_from = beta_{k-1}
-        v = _transition(k, params, base_bias, beta_to, phi)
+        v = _transition(k, params, base_bias, beta_to, v, phi)
         phi = hidden_field(params, v)
         total, comp = _kahan_add(
             total, comp, _log_ratio(params, base_bias, beta_from, beta_to, v, phi)
@@ -562,16 +516,56 @@ def reverse_ais(
     )
 
 
-def log_likelihood(params: RBMParams, data, log_z=None) -> LogLikelihood:
+def choose_method(params: RBMParams, method: str = "auto", max_units=EXACT_MAX_UNITS) -> str:
+    r"""How :math:`\log Z` is computed: ``"exact"`` or ``"ais"``. The library's one choice:
+    ``"auto"`` enumerates when the smaller discrete layer has at most ``max_units`` units
+    (default :data:`~numpyro_rbm.partition.EXACT_MAX_UNITS`, 20: :math:`2^{20}` states, seconds
+    at most on a CPU) and anneals otherwise; ``"exact"`` and ``"ais"`` are taken as asked."""
+    if method not in ("auto", "exact", "ais"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
+    if method != "auto":
+        return method
+    try:
+        enumerated_layer(params, max_units)
+    except EnumerationTooLarge:
+        return "ais"
+    return "exact"
+
+
+def estimate_log_z(
+    params: RBMParams,
+    *,
+    method="auto",
+    key=None,
+    data=None,
+    num_runs=100,
+    betas=None,
+    max_units=EXACT_MAX_UNITS,
+):
+    r""":math:`\log Z` by the :func:`choose_method` choice: the exact value (an array) or an
+    :class:`AISResult` (base model from the marginals of ``data``; ``key`` defaults to
+    ``jax.random.key(0)``)."""
+    if choose_method(params, method, max_units) == "exact":
+        # "auto" chose it within max_units; "exact" keeps log_partition's own limit.
+        return log_partition(params, **({"max_units": None} if method == "auto" else {}))
+    key = jax.random.key(0) if key is None else key
+    return ais(params, key, data=data, num_runs=num_runs, betas=betas)
+
+
+def log_likelihood(
+    params: RBMParams, data, log_z=None, *, method="auto", key=None, num_runs=100, betas=None
+) -> LogLikelihood:
     r"""The average log-likelihood :math:`\frac1N \sum_i \big(-F(v_i)\big) - \log Z` of data.
 
     Args:
         params: the RBM (batched parameters give one value per RBM).
         data: array ``(N, n_visible)``.
         log_z: an :class:`AISResult` (from :func:`ais`: an optimistic estimate; from
-            :func:`reverse_ais`: a conservative one), or an exact value, or ``None`` to
-            compute it exactly with :func:`numpyro_rbm.partition.log_partition` (small
-            models only).
+            :func:`reverse_ais`: a conservative one), or an exact value; ``None`` computes it
+            by :func:`estimate_log_z`.
+        method: ``"auto"`` (exact when the smaller layer has at most 20 units, else AIS),
+            ``"exact"`` or ``"ais"``; used when ``log_z`` is ``None``.
+        key, num_runs, betas: the AIS settings, when AIS is used (base model from ``data``).
 
     Returns:
         A :class:`LogLikelihood`; its interval is the :math:`\log Z` interval mapped through
@@ -580,9 +574,9 @@ def log_likelihood(params: RBMParams, data, log_z=None) -> LogLikelihood:
     _check_params(params)
     data = _check_data(params, data, "data")
     if log_z is None:
-        from .partition import log_partition
-
-        log_z = log_partition(params)
+        log_z = estimate_log_z(
+            params, method=method, key=key, data=data, num_runs=num_runs, betas=betas
+        )
     batch = params.batch_shape
     v = data.reshape(data.shape[:1] + (1,) * len(batch) + data.shape[1:])
     neg_f = -free_energy(params, v)  # (N,) + batch

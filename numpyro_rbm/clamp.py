@@ -37,10 +37,8 @@ import jax.numpy as jnp
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import validate_sample
 
-from .core import RBMParams, free_energy
-from .distribution import spin_vector
+from .core import RBMParams, apply_clamp, free_energy
 from .partition import MAX_ENUMERABLE_UNITS, log_partition, sample_exact
-from .units import Spin
 
 __all__ = ["ClampedRBM", "clamp_params", "clamped_log_partition", "apply_clamp"]
 
@@ -60,13 +58,6 @@ def _check_mask(params: RBMParams, mask, values):
                 f"{name} must have shape (..., n_visible) = (..., {n}), got {jnp.shape(x)}"
             )
     return mask, values
-
-
-def apply_clamp(v, mask, values):
-    """Returns ``v`` with the clamped entries (``mask`` True) replaced by ``values``."""
-    if mask is None:
-        return v
-    return jnp.where(mask, values, v)
 
 
 def clamp_params(params: RBMParams, mask, values) -> RBMParams:
@@ -176,10 +167,8 @@ class ClampedRBM(Distribution):
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):
-        # the same support as numpyro_rbm.RBM's
-        if isinstance(self.params.visible_units, Spin):
-            return spin_vector
-        return constraints.independent(constraints.boolean, 1)
+        """The same support as :class:`numpyro_rbm.RBM`'s."""
+        return self.params.visible_units.site_support()
 
     @property
     def conditional_params(self) -> RBMParams:

@@ -43,7 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import core, datasets, io, partition
+from . import core, datasets, io, kernels, partition
+from .partition import EXACT_MAX_UNITS
 
 __all__ = ["main", "build_parser"]
 
@@ -167,40 +168,38 @@ def load_data(
 # --- evaluation ---------------------------------------------------------------------------
 
 
-def log_likelihood(params, x, *, max_units=24, seed=0, ais_runs=100, ais_betas=None):
+def log_likelihood(params, x, *, max_units=EXACT_MAX_UNITS, seed=0, ais_runs=100, ais_betas=None):
     r"""Per-example :math:`\log p(v)` and the :math:`\log Z` used, and how it was computed.
 
     Exact when the smaller layer has at most ``max_units`` units; otherwise an annealed
     importance sampling estimate of :math:`\log Z` (:func:`numpyro_rbm.ais.ais`, with the
-    base model's biases from the marginals of ``x``).
+    base model's biases from the marginals of ``x``): the library's one choice,
+    :func:`numpyro_rbm.ais.choose_method`.
 
     Returns:
         ``(log_p, log_z, method)`` with ``log_p`` a NumPy array ``(n_examples,)`` and
         ``method`` a description (``"exact"`` or the AIS settings and standard error).
     """
-    x = jnp.asarray(x, params.weights.dtype)
-    try:
-        partition.enumerated_layer(params, max_units)
-    except partition.EnumerationTooLarge:
-        from .ais import ais  # the package re-exports the function under the module's name
+    from .ais import estimate_log_z
 
-        result = ais(params, jax.random.key(seed), data=x, num_runs=ais_runs, betas=ais_betas)
-        log_z = float(result.log_z)
-        log_p = -core.free_energy(params, x) - log_z
+    x = jnp.asarray(x, params.weights.dtype)
+    result = estimate_log_z(
+        params, key=jax.random.key(seed), data=x, num_runs=ais_runs, betas=ais_betas,
+        max_units=max_units,
+    )  # fmt: skip
+    log_p = np.asarray(_neg_free_energy(params, x), np.float64)
+    if hasattr(result, "log_z"):
         method = (
             f"AIS estimate, {ais_runs} runs, log Z standard error {float(result.stderr):.3f}; "
             "AIS tends to overestimate log p"
         )
-        return np.asarray(log_p, np.float64), log_z, method
-    log_p, log_z = _exact_log_p(params, x)
-    return np.asarray(log_p, np.float64), float(log_z), "exact"
+        return log_p - float(result.log_z), float(result.log_z), method
+    return log_p - float(result), float(result), "exact"
 
 
-# Whole computations compiled once: much faster than running the enumeration op by op.
 @jax.jit
-def _exact_log_p(params, x):
-    log_z = partition.log_partition(params, max_units=None)
-    return -core.free_energy(params, x) - log_z, log_z
+def _neg_free_energy(params, x):
+    return -core.free_energy(params, x)
 
 
 @partial(jax.jit, static_argnums=2)
@@ -213,8 +212,14 @@ def _exact_samples(key, params, n, max_units):
     return _exact_samples_jit(key, params, n)
 
 
+@partial(jax.jit, static_argnums=(3, 4))
+def _trace_free_energies(key, params, chains, num_sweeps, warmup):
+    return kernels.gibbs_trace(key, params, chains, num_sweeps, core.free_energy, warmup=warmup)
+
+
 def chain_free_energies(key, params, chains, num_sweeps, warmup=0):
-    r"""Runs block-Gibbs sweeps from each chain and records :math:`F(v_t)` after each.
+    r"""Runs block-Gibbs sweeps from each chain and records :math:`F(v_t)` after each
+    (:func:`numpyro_rbm.kernels.gibbs_trace`).
 
     Args:
         chains: visible states ``(num_chains, n_visible)``.
@@ -225,21 +230,8 @@ def chain_free_energies(key, params, chains, num_sweeps, warmup=0):
         ``(draws, final_chains)``: the free energies ``(num_chains, num_sweeps)`` as NumPy and
         the chains after the last sweep.
     """
-
-    @jax.jit
-    def run(key, v):
-        def step(v, k):
-            v, _ = core.gibbs_sweep(k, params, v)
-            return v, core.free_energy(params, v)
-
-        keys = jax.random.split(key, warmup + num_sweeps)
-        v, _ = jax.lax.scan(
-            lambda v, k: (core.gibbs_sweep(k, params, v)[0], None), v, keys[:warmup]
-        )
-        v, f = jax.lax.scan(step, v, keys[warmup:])
-        return f.T, v
-
-    draws, final = run(key, jnp.asarray(chains, params.weights.dtype))
+    chains = jnp.asarray(chains, params.weights.dtype)
+    final, draws = _trace_free_energies(key, params, chains, int(num_sweeps), int(warmup))
     return np.asarray(draws, np.float64), final
 
 
@@ -358,7 +350,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, folder, config) -> int:
-    from . import plots, training  # imported on use: pyplot, optax and tqdm are slow
+    from . import learning, plots  # imported on use: pyplot, optax and tqdm are slow
 
     started = time.perf_counter()
     say = (lambda *a: None) if args.quiet else print
@@ -387,7 +379,7 @@ def _train(args, folder, config) -> int:
     )
     dtype = "float64" if config["float64"] else "float32"
     try:
-        result = training.fit(
+        result = learning.fit(
             data.train,
             config["hidden"],
             method=config["method"],
@@ -459,7 +451,7 @@ def _train(args, folder, config) -> int:
         figures["filters.png"] = plots.plot_filters(params.weights, data.image_shape)
         panels = [("training data", data.train[:64])]
         try:
-            samples = _exact_samples(key_samples, params, 64, max_units=20)
+            samples = _exact_samples(key_samples, params, 64, max_units=EXACT_MAX_UNITS)
             panels.append(("exact samples from the model", np.asarray(samples)))
         except partition.EnumerationTooLarge:
             pass
@@ -560,20 +552,16 @@ def cmd_sample(args) -> int:
     with _precision(params.weights.dtype == np.float64):
         method = args.method
         if method == "auto":
-            try:
-                partition.enumerated_layer(params, max_units=20)
-                method = "exact"
-            except partition.EnumerationTooLarge:
-                method = "gibbs"
+            from .ais import choose_method
+
+            method = "gibbs" if choose_method(params) == "ais" else "exact"
         if method == "exact":
             v = _exact_samples(key, params, args.n, args.max_units)
             how = "exact"
         else:
-            low, high = params.visible_units.values
             key_init, key_run = jax.random.split(key)
-            v0 = jnp.where(
-                jax.random.bernoulli(key_init, 0.5, (args.n, params.n_visible)), high, low
-            ).astype(params.weights.dtype)
+            field = jnp.broadcast_to(params.visible_bias, (args.n, params.n_visible))
+            v0 = params.visible_layer.random_layer(key_init, field)
             _, v = chain_free_energies(key_run, params, v0, args.sweeps)
             how = f"{args.n} independent Gibbs chains after {args.sweeps} sweeps each"
     v = np.asarray(v, np.float32)
@@ -658,7 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("model", help="a run folder or its model.npz")
     add("--data", metavar="FILE", help="a .npy/.npz/.csv file (default: the run's test split)")
     add("--key", metavar="NAME", help="the array to read from a .npz file holding several")
-    add("--max-units", type=int, default=24, metavar="N", help="enumerate <= 2^N states (24)")
+    add(
+        "--max-units",
+        type=int,
+        default=EXACT_MAX_UNITS,
+        metavar="N",
+        help=f"enumerate <= 2^N states, else AIS (default {EXACT_MAX_UNITS})",
+    )
     add("--seed", type=int, default=0, metavar="N", help="seed of AIS, when used")
     add("--ais-runs", type=int, default=100, metavar="N", help="AIS runs (default 100)")
     add(
@@ -683,7 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", required=True, metavar="FILE", help="the .npy file to write")
     add("--method", choices=["auto", "exact", "gibbs"], default="auto", help="default auto")
     add("--sweeps", type=int, default=1000, metavar="N", help="Gibbs sweeps per chain (1000)")
-    add("--max-units", type=int, default=24, metavar="N", help="exact up to 2^N states (24)")
+    add(
+        "--max-units",
+        type=int,
+        default=EXACT_MAX_UNITS,
+        metavar="N",
+        help=f"exact up to 2^N states (default {EXACT_MAX_UNITS})",
+    )
     add("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     s.set_defaults(func=cmd_sample)
     return parser

@@ -54,6 +54,7 @@ __all__ = [
     "hidden_log_prob",
     "visible_log_prob",
     "gibbs_sweep",
+    "apply_clamp",
 ]
 
 
@@ -149,12 +150,8 @@ def init_params(
         )
     dtype = jnp.dtype(dtype)
     visible_units, hidden_units = as_unit_type(visible_units), as_unit_type(hidden_units)
-    q = getattr(visible_units, "q", None)
-    if q is not None and n_visible % q:
-        raise ValueError(
-            f"Potts visible units with q={q} need n_visible = n_sites * q (one-hot per site), "
-            f"got n_visible={n_visible}"
-        )
+    visible_units.check_size(n_visible)
+    hidden_units.check_size(n_hidden)
     weights = weight_scale * jax.random.normal(key, (n_visible, n_hidden), dtype=dtype)
     if visible_bias is None:
         visible_bias = jnp.zeros((n_visible,), dtype)
@@ -280,15 +277,60 @@ def visible_log_prob(params: RBMParams, v, h):
     )
 
 
-def gibbs_sweep(key, params: RBMParams, v):
+def apply_clamp(v, mask, values):
+    """Returns ``v`` with the clamped entries (``mask`` True) replaced by ``values``."""
+    if mask is None:
+        return v
+    return jnp.where(mask, values, v)
+
+
+def _draw(key, layer, field):
+    return layer.sample(key, field)
+
+
+def gibbs_sweep(
+    key,
+    params: RBMParams,
+    v,
+    *,
+    field_h=None,
+    visible_offset=None,
+    mask=None,
+    values=None,
+    sampler=None,
+):
     r"""One block-Gibbs sweep: :math:`h \sim p(h \mid v)`, then :math:`v' \sim p(v \mid h)`.
 
-    The sweep leaves :math:`p(v)` invariant and is reversible with respect to it (it is the
-    composition of two exact conditional updates of the joint chain, marginalised).
+    The sweep's kernel :math:`K(v, v') = \sum_h p(h \mid v)\, p(v' \mid h)` satisfies
+    :math:`p(v) K(v, v') = \sum_h p(h)\, p(v \mid h)\, p(v' \mid h)`, which is symmetric in
+    :math:`v` and :math:`v'`: the sweep is reversible with respect to :math:`p(v)` and leaves it
+    invariant (docs/kernel.md). This is the library's one sweep; :mod:`numpyro_rbm.kernels`
+    loops it, and the options cover what its callers condition on:
+
+    Args:
+        key: PRNG key (split into the hidden and the visible draw).
+        params: the RBM.
+        v: visible states ``(..., n_visible)``.
+        field_h: the hidden field :math:`c + W^\top v`, when the caller has it already
+            (annealed importance sampling computes it for its weights).
+        visible_offset: added to the visible field: a per-unit log-likelihood term, which
+            makes the sweep exact for a posterior whose likelihood factorises per unit
+            (:class:`~numpyro_rbm.RBMGibbs`, ``update="factorized"``).
+        mask, values: clamped units (``mask`` True) are reset to ``values`` after the draw
+            (inpainting, :class:`~numpyro_rbm.ClampedRBM`).
+        sampler: ``sampler(key, layer, field) -> x`` draws a layer given its field (default:
+            the unit type's own sampler); the scikit-learn estimator compares uniforms with
+            the conditional means instead.
 
     Returns:
-        ``(v_new, h)``: the new visible state and the hidden state it was drawn from.
+        ``(v_new, h)``: the new visible state (in ``v``'s dtype) and the hidden state it was
+        drawn from.
     """
+    draw = _draw if sampler is None else sampler
     key_h, key_v = threefry_split(key)  # = jax.random.split, fused on the CPU
-    h = sample_hidden(key_h, params, v)
-    return sample_visible(key_v, params, h), h
+    h = draw(key_h, params.hidden_layer, hidden_field(params, v) if field_h is None else field_h)
+    field_v = visible_field(params, h)
+    if visible_offset is not None:
+        field_v = field_v + visible_offset
+    v_new = draw(key_v, params.visible_layer, field_v).astype(jnp.result_type(v))
+    return apply_clamp(v_new, mask, values), h

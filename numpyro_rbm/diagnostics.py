@@ -29,6 +29,7 @@ The pure-array entry point is :func:`chain_diagnostics` (chains shaped
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import arviz as az
 import jax.numpy as jnp
@@ -42,6 +43,7 @@ __all__ = [
     "chain_diagnostics",
     "mcmc_diagnostics",
     "diagnose_statistics",
+    "trace_rhat",
     "RHAT_THRESHOLD",
     "MIN_ESS_PER_CHAIN",
 ]
@@ -290,3 +292,12 @@ def _params_from_model(mcmc, site) -> RBMParams:
     if not isinstance(params, RBMParams):
         raise ValueError(f"site {site!r} is not an RBM site; pass params=...")
     return params
+
+
+def trace_rhat(params: RBMParams, trace) -> float:
+    """The largest split R-hat over the chain statistics of ``trace`` ``(chains, draws,
+    n_visible)`` (what ``fit`` monitors as ``chain_rhat``); ``inf`` when no chain moves, since
+    frozen chains do not mix either."""
+    diag = chain_diagnostics(params, trace)
+    rhat = max(float(row["r_hat"]) for row in diag.table.values())
+    return math.inf if math.isnan(rhat) else rhat

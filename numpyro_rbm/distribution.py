@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
-from .core import RBMParams, free_energy, gibbs_sweep, visible_field
+from .core import RBMParams, free_energy
+from .kernels import gibbs
 from .partition import (
     MAX_ENUMERABLE_UNITS,
     EnumerationTooLarge,
@@ -41,31 +42,9 @@ from .partition import (
     log_partition,
     sample_exact,
 )
-from .units import Bernoulli, Gaussian, Potts, Spin, as_unit_type
+from .units import as_unit_type, spin, spin_vector
 
 __all__ = ["RBM", "spin", "spin_vector"]
-
-
-class _Spin(constraints.ParameterFreeConstraint):
-    """Ising spins: each entry is -1 or +1 (the elementwise analogue of ``boolean``)."""
-
-    is_discrete = True
-    event_dim = 0
-
-    def __call__(self, x):
-        xp = jnp if isinstance(x, jax.Array) else np
-        return xp.equal(x, -1) | xp.equal(x, 1)
-
-    def feasible_like(self, prototype):
-        return jnp.ones_like(prototype)
-
-
-#: Elementwise constraint to spin values {-1, +1}; an RBM over spin visible units has support
-#: ``constraints.independent(spin, 1)``.
-spin = _Spin()
-
-#: The support of an RBM over spin visible units: vectors of spins (event_dim 1).
-spin_vector = constraints.independent(spin, 1)
 
 
 def _is_tracer(x) -> bool:
@@ -201,70 +180,11 @@ class RBM(Distribution):
         max_units: int | None = MAX_ENUMERABLE_UNITS,
         validate_args=None,
     ):
-        if isinstance(weights, RBMParams):
-            params = weights
-            if visible_bias is not None or hidden_bias is not None:
-                raise ValueError(
-                    "RBM(params) takes the biases from the RBMParams; do not also pass "
-                    "visible_bias or hidden_bias"
-                )
-            for name, given, own in (
-                ("visible_units", visible_units, params.visible_units),
-                ("hidden_units", hidden_units, params.hidden_units),
-            ):
-                if given is not None and as_unit_type(given) != own:
-                    raise ValueError(
-                        f"RBM(params, {name}={given!r}) conflicts with the params' "
-                        f"{name}={own.name!r}; change the RBMParams instead"
-                    )
-            weights, visible_bias, hidden_bias = (
-                params.weights,
-                params.visible_bias,
-                params.hidden_bias,
-            )
-            visible_units, hidden_units = params.visible_units, params.hidden_units
-            if visible_unit_params is not None or hidden_unit_params is not None:
-                raise ValueError(
-                    "RBM(params) takes the unit parameters from the RBMParams; do not also "
-                    "pass visible_unit_params or hidden_unit_params"
-                )
-            visible_unit_params = params.visible_unit_params
-            hidden_unit_params = params.hidden_unit_params
-        elif visible_bias is None or hidden_bias is None:
-            raise ValueError(
-                "RBM needs weights, visible_bias and hidden_bias, or a single RBMParams"
-            )
-        visible_units = as_unit_type("bernoulli" if visible_units is None else visible_units)
-        hidden_units = as_unit_type("bernoulli" if hidden_units is None else hidden_units)
-
-        weights, visible_bias, hidden_bias = (
-            jnp.asarray(x) for x in (weights, visible_bias, hidden_bias)
-        )
-        dtype = _float_dtype(weights, visible_bias, hidden_bias)
-        weights, visible_bias, hidden_bias = (
-            x.astype(dtype) for x in (weights, visible_bias, hidden_bias)
-        )
-        batch_shape = _check_shapes(weights.shape, visible_bias.shape, hidden_bias.shape)
-        visible_unit_params, hidden_unit_params = (
-            None if up is None else jax.tree.map(lambda x: jnp.asarray(x, dtype), up)
-            for up in (visible_unit_params, hidden_unit_params)
-        )
-        visible_units.check_unit_params(visible_unit_params, weights.shape[-2])
-        hidden_units.check_unit_params(hidden_unit_params, weights.shape[-1])
-        batch_shape = jnp.broadcast_shapes(
-            batch_shape,
-            *(
-                jnp.shape(x)[:-1]
-                for x in jax.tree.leaves((visible_unit_params, hidden_unit_params))
-            ),
-        )
-        q = getattr(visible_units, "q", None)
-        if q is not None and weights.shape[-2] % q:
-            raise ValueError(
-                f"Potts visible units with q={q} need n_visible = n_sites * q (one-hot per "
-                f"site), got n_visible={weights.shape[-2]}"
-            )
-
+        params = _as_params(
+            weights, visible_bias, hidden_bias, (visible_units, hidden_units),
+            (visible_unit_params, hidden_unit_params),
+        )  # fmt: skip
+        params, batch_shape, dtype = _normalized(params)
         if not (isinstance(num_gibbs_sweeps, (int, np.integer)) and num_gibbs_sweeps >= 1):
             raise ValueError(
                 f"num_gibbs_sweeps must be a positive integer, got {num_gibbs_sweeps!r}"
@@ -272,18 +192,18 @@ class RBM(Distribution):
         if max_units is not None and not (isinstance(max_units, (int, np.integer))):
             raise ValueError(f"max_units must be an integer or None, got {max_units!r}")
 
-        self.weights = weights
-        self.visible_bias = visible_bias
-        self.hidden_bias = hidden_bias
-        self.visible_units = visible_units
-        self.hidden_units = hidden_units
-        self.visible_unit_params = visible_unit_params
-        self.hidden_unit_params = hidden_unit_params
+        self.weights = params.weights
+        self.visible_bias = params.visible_bias
+        self.hidden_bias = params.hidden_bias
+        self.visible_units = params.visible_units
+        self.hidden_units = params.hidden_units
+        self.visible_unit_params = params.visible_unit_params
+        self.hidden_unit_params = params.hidden_unit_params
         self.num_gibbs_sweeps = int(num_gibbs_sweeps)
         self.max_units = None if max_units is None else int(max_units)
         self._log_z_mode, self._log_z = self._resolve_log_z(log_z, batch_shape, dtype)
 
-        event_size = weights.shape[-2] // (q or 1)  # Potts: one integer per site
+        event_size = params.visible_units.site_size(params.n_visible)  # Potts: one per site
         super().__init__(batch_shape, (event_size,), validate_args=validate_args)
 
     # --- construction helpers -------------------------------------------------------------
@@ -412,17 +332,10 @@ class RBM(Distribution):
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):
-        """Binary or spin vectors; real vectors for Gaussian units; integer sequences in
-        ``0 .. q-1`` for Potts units (the event is one state per site, not the one-hot)."""
-        if isinstance(self.visible_units, Spin):
-            return spin_vector
-        if isinstance(self.visible_units, Gaussian):
-            return constraints.real_vector
-        if isinstance(self.visible_units, Potts):
-            q = self.visible_units.q
-            return constraints.independent(constraints.integer_interval(0, q - 1), 1)
-        assert isinstance(self.visible_units, Bernoulli)
-        return constraints.independent(constraints.boolean, 1)
+        """The visible unit type's site support: binary or spin vectors; real vectors for
+        Gaussian units; integer sequences in ``0 .. q-1`` for Potts units (the event is one
+        state per site, not the one-hot)."""
+        return self.visible_units.site_support()
 
     # --- density and sampling -------------------------------------------------------------
 
@@ -432,17 +345,15 @@ class RBM(Distribution):
         value = jnp.asarray(value)
         size = self.event_shape[0]
         if value.ndim < 1 or value.shape[-1] != size:
-            what = "integer sequences" if isinstance(self.visible_units, Potts) else "states"
             raise ValueError(
-                f"RBM.log_prob expects visible {what} of shape (..., {size}) "
-                f"(n_visible={self.n_visible}), got shape {value.shape}"
+                f"RBM.log_prob expects values of shape (..., {size}), "
+                f"{self.visible_units.site_noun} per event (n_visible={self.n_visible}), got "
+                f"shape {value.shape}"
             )
         if self._validate_args:
             self._validate_sample(value)  # warns on out-of-support values, as NumPyro does
         log_z = self.log_z if self._log_z_mode is not None else None
-        if isinstance(self.visible_units, Potts):
-            return _potts_log_prob(self.params, value, log_z)
-        return _log_prob(self.params, value.astype(self.weights.dtype), log_z)
+        return _log_prob(self.params, value, log_z)
 
     def sample_with_intermediates(self, key, sample_shape=()):
         """Draws ``v`` and returns ``(v, [h])``, with ``h`` the hidden state drawn jointly
@@ -454,9 +365,7 @@ class RBM(Distribution):
         else:
             shape = sample_shape + self.batch_shape
             v, h = _gibbs_sample(key, params, shape, self.num_gibbs_sweeps)
-        if isinstance(self.visible_units, Potts):
-            v = self.visible_units.from_one_hot(v)
-        return v, [h]
+        return self.visible_units.from_layer(v), [h]
 
     def sample(self, key, sample_shape=()):
         """Draws ``v`` of shape ``sample_shape + batch_shape + (n_visible,)`` (exact, or by
@@ -473,43 +382,82 @@ class RBM(Distribution):
 
 
 @jax.jit
-def _log_prob(params: RBMParams, v, log_z):
-    """``-F(v) - log_z`` (no ``log_z`` when it is ``None``), ``-inf`` outside the support."""
-    lp = -free_energy(params, v)
+def _log_prob(params: RBMParams, value, log_z):
+    """``-F(v) - log_z`` (no ``log_z`` when it is ``None``) of site values, ``-inf`` outside
+    the unit type's site support."""
+    units = params.visible_units
+    lp = -free_energy(params, units.to_layer(value, params.weights.dtype))
     if log_z is not None:
         lp = lp - log_z
-    in_support = jnp.all(params.visible_units.in_support(v), axis=-1)
-    return jnp.where(in_support, lp, -jnp.inf)
+    return jnp.where(units.site_support()(value), lp, -jnp.inf)
 
 
-@jax.jit
-def _potts_log_prob(params: RBMParams, states, log_z):
-    """:func:`_log_prob` of integer sequences: one-hot them; ``-inf`` outside ``0 .. q-1``."""
-    q = params.visible_units.q
-    in_range = (states >= 0) & (states < q) & (states == jnp.round(states))
-    safe = jnp.where(in_range, states, 0).astype(jnp.int32)
-    lp = _log_prob(params, params.visible_units.one_hot(safe, params.weights.dtype), log_z)
-    return jnp.where(jnp.all(in_range, axis=-1), lp, -jnp.inf)
-
-
-@partial(jax.jit, static_argnums=2)
+@partial(jax.jit, static_argnums=(2, 3))
 def _gibbs_sample(key, params: RBMParams, shape: tuple[int, ...], num_sweeps):
-    """``num_sweeps`` block-Gibbs sweeps from a uniformly random visible state of ``shape``;
-    returns the final ``(v, h)``. The sweep count is traced, so it costs no recompilation."""
-    dtype = params.weights.dtype
+    """``num_sweeps`` block-Gibbs sweeps from a random layer state of ``shape`` (the unit type's
+    :meth:`~numpyro_rbm.units.UnitType.random_layer`); returns the final ``(v, h)``."""
     key_start, key_chain = jax.random.split(key)
-    if params.visible_units.enumerable:
-        bits = jax.random.bernoulli(key_start, 0.5, shape + (params.n_visible,))
-        v0 = params.visible_units.states_from_bits(bits.astype(dtype))
-    else:  # continuous or categorical: start from p(v | h = 0)
-        zero_h = jnp.zeros(shape + (params.n_hidden,), dtype)
-        v0 = params.visible_layer.sample(key_start, visible_field(params, zero_h))
-    h0 = jnp.zeros(shape + (params.n_hidden,), dtype)
+    field = jnp.broadcast_to(params.visible_bias, shape + (params.n_visible,))
+    v0 = params.visible_layer.random_layer(key_start, field)
+    return gibbs(key_chain, params, v0, num_sweeps)
 
-    def sweep(i, state):
-        return gibbs_sweep(jax.random.fold_in(key_chain, i), params, state[0])
 
-    return jax.lax.fori_loop(0, num_sweeps, sweep, (v0, h0))
+def _as_params(weights, visible_bias, hidden_bias, units, unit_params) -> RBMParams:
+    """The constructor's arguments as one :class:`RBMParams`: the given one, or one made of
+    the arrays and unit types (Bernoulli by default)."""
+    if not isinstance(weights, RBMParams):
+        if visible_bias is None or hidden_bias is None:
+            raise ValueError(
+                "RBM needs weights, visible_bias and hidden_bias, or a single RBMParams"
+            )
+        vu, hu = (as_unit_type("bernoulli" if u is None else u) for u in units)
+        return RBMParams(weights, visible_bias, hidden_bias, vu, hu, *unit_params)
+    params = weights
+    if visible_bias is not None or hidden_bias is not None:
+        raise ValueError(
+            "RBM(params) takes the biases from the RBMParams; do not also pass visible_bias "
+            "or hidden_bias"
+        )
+    for name, given, own in zip(
+        ("visible_units", "hidden_units"), units, (params.visible_units, params.hidden_units),
+        strict=True,
+    ):  # fmt: skip
+        if given is not None and as_unit_type(given) != own:
+            raise ValueError(
+                f"RBM(params, {name}={given!r}) conflicts with the params' {name}="
+                f"{own.name!r}; change the RBMParams instead"
+            )
+    if any(up is not None for up in unit_params):
+        raise ValueError(
+            "RBM(params) takes the unit parameters from the RBMParams; do not also pass "
+            "visible_unit_params or hidden_unit_params"
+        )
+    return params
+
+
+def _normalized(params: RBMParams):
+    """``(params, batch_shape, dtype)``: the arrays in one floating dtype, shapes, unit
+    parameters and layer sizes checked."""
+    arrays = [jnp.asarray(x) for x in (params.weights, params.visible_bias, params.hidden_bias)]
+    dtype = _float_dtype(*arrays)
+    weights, visible_bias, hidden_bias = (x.astype(dtype) for x in arrays)
+    batch_shape = _check_shapes(weights.shape, visible_bias.shape, hidden_bias.shape)
+    vup, hup = (
+        None if up is None else jax.tree.map(lambda x: jnp.asarray(x, dtype), up)
+        for up in (params.visible_unit_params, params.hidden_unit_params)
+    )
+    n_visible, n_hidden = weights.shape[-2:]
+    params.visible_units.check_unit_params(vup, n_visible)
+    params.hidden_units.check_unit_params(hup, n_hidden)
+    leaves = jax.tree.leaves((vup, hup))
+    batch_shape = jnp.broadcast_shapes(batch_shape, *(jnp.shape(x)[:-1] for x in leaves))
+    params.visible_units.check_size(n_visible)
+    params.hidden_units.check_size(n_hidden)
+    params = params.replace(
+        weights=weights, visible_bias=visible_bias, hidden_bias=hidden_bias,
+        visible_unit_params=vup, hidden_unit_params=hup,
+    )  # fmt: skip
+    return params, batch_shape, dtype
 
 
 def _check_shapes(w_shape, b_shape, c_shape):

@@ -40,11 +40,11 @@ would sample the prior. The kernel then offers two exact updates:
 ``"auto"`` (default) picks ``"prior"`` when the RBM site is the only site with a density and
 ``"metropolis"`` otherwise.
 
-**Potts visible units.** The site value of a Potts RBM (:class:`~numpyro_rbm.units.Potts`) is
-the integer sequence :math:`x \in \{0, \dots, q-1\}^L`, and so is the chain state; the core
-works on the one-hot layer :math:`v_{ia} = \mathbb 1[x_i = a]`. The kernel converts at its
-boundary: one-hot before a sweep (where :math:`v \sim p(v \mid h)` draws each site from its
-softmax) and before :math:`F`, back to integers after. ``"prior"`` and ``"metropolis"`` are
+**Site values and layers.** The chain state is the site's value, which the visible unit type
+maps to the layer the core works on (:meth:`~numpyro_rbm.units.UnitType.to_layer`): for Potts
+units (:class:`~numpyro_rbm.units.Potts`) the integer sequence :math:`x \in \{0, \dots,
+q-1\}^L` and its one-hot layer :math:`v_{ia} = \mathbb 1[x_i = a]`, where
+:math:`v \sim p(v \mid h)` draws each site from its softmax. ``"prior"`` and ``"metropolis"`` are
 exact as above (the sweep is reversible for any unit type); ``"factorized"`` needs two-state
 units and is refused. Random initial states are uniform integer sequences.
 
@@ -63,20 +63,20 @@ References:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_sample
 from numpyro.infer.mcmc import MCMCKernel
+from numpyro.primitives import Messenger
 from numpyro.util import identity, is_prng_key
 
-from ._threefry import threefry_split
-from .clamp import apply_clamp
-from .core import RBMParams, free_energy, sample_hidden, visible_field
-from .units import Potts
+from .core import RBMParams, apply_clamp, free_energy
+from .kernels import gibbs
+from .units import UnitType
 
 __all__ = ["RBMGibbs", "RBMGibbsState", "block_gibbs"]
 
@@ -112,7 +112,7 @@ class RBMGibbsState(NamedTuple):
 def block_gibbs(
     key, params: RBMParams, v, num_sweeps: int, *, mask=None, values=None, field_offset=None
 ):
-    r"""``num_sweeps`` block-Gibbs sweeps from ``v``, pure JAX.
+    r"""``num_sweeps`` block-Gibbs sweeps from ``v`` (:func:`numpyro_rbm.kernels.gibbs`).
 
     Each sweep draws :math:`h \sim p(h \mid v)` then :math:`v \sim p(v \mid h)` with the visible
     field shifted by ``field_offset`` (a per-unit likelihood term, see the module docstring),
@@ -121,55 +121,152 @@ def block_gibbs(
     Returns:
         ``(v, h)``: the final visible state and the hidden state it was drawn from.
     """
-    units = params.visible_layer  # bound to its unit parameters (Gaussian precisions)
-    h0 = jnp.zeros(jnp.shape(v)[:-1] + (params.n_hidden,), jnp.result_type(v))
+    return gibbs(key, params, v, num_sweeps, mask=mask, values=values, visible_offset=field_offset)
 
-    def sweep(carry, key):
-        v, _ = carry
-        key_h, key_v = threefry_split(key)
-        h = sample_hidden(key_h, params, v)
-        field = visible_field(params, h)
-        if field_offset is not None:
-            field = field + field_offset
-        v = apply_clamp(units.sample(key_v, field).astype(v.dtype), mask, values)
-        return (v, h), None
 
-    (v, h), _ = jax.lax.scan(sweep, (v, h0), jax.random.split(key, num_sweeps))
-    return v, h
+# --- the model, read and evaluated -------------------------------------------------------------
 
 
 def _is_rbm_site(site) -> bool:
     return site["type"] == "sample" and isinstance(getattr(site["fn"], "params", None), RBMParams)
 
 
-def _is_potts(params: RBMParams) -> bool:
-    return isinstance(params.visible_units, Potts)
+def _site_info(fn):
+    """``(params, mask, values)`` of an RBM site's distribution (no clamp: ``None``)."""
+    return fn.params, getattr(fn, "clamp_mask", None), getattr(fn, "clamp_values", None)
 
 
-def _to_layer(params: RBMParams, v):
-    """The visible layer the core works on: Potts site values (integer sequences) one-hot."""
-    if _is_potts(params):
-        return params.visible_units.one_hot(v, params.weights.dtype)
-    return v
+def _random_state(key, params: RBMParams, shape):
+    """A random site value of ``shape`` from the unit type's random layer (cheap, never
+    enumerates): uniform for two-state and Potts units, a draw from :math:`p(v \\mid h = 0)`
+    for Gaussian units."""
+    field = jnp.broadcast_to(params.visible_bias, tuple(shape[:-1]) + (params.n_visible,))
+    return params.visible_units.from_layer(params.visible_layer.random_layer(key, field))
 
 
-def _from_layer(params: RBMParams, layer, like):
-    """Inverse of :func:`_to_layer`, in the dtype of the site value ``like``."""
-    if _is_potts(params):
-        return params.visible_units.from_one_hot(layer).astype(like.dtype)
-    return layer
+def _log_likelihood(tr, site):
+    """Summed log density of every sample site but the RBM site (as numpyro's
+    ``log_density`` does, with scales; the RBM's own log Z is never computed)."""
+    total = jnp.zeros(())
+    for name, s in tr.items():
+        if s["type"] != "sample" or name == site:
+            continue
+        if s["intermediates"]:
+            lp = s["fn"].log_prob(s["value"], s["intermediates"])
+        else:
+            lp = s["fn"].log_prob(s["value"])
+        if s["scale"] is not None:
+            lp = s["scale"] * lp
+        total = total + jnp.sum(lp)
+    return total
 
 
-def _random_state(key, params: RBMParams, shape, dtype):
-    """Uniform random visible states: a cheap start that never enumerates."""
-    if _is_potts(params):  # the site holds integer sequences, shape (..., n_sites)
-        return jax.random.randint(key, shape, 0, params.visible_units.q, jnp.int32)
-    if params.visible_units.values is None:  # Gaussian: a draw from p(v | h = 0)
-        field = jnp.broadcast_to(params.visible_bias, shape)
-        return params.visible_layer.sample(key, field).astype(dtype)
-    low, high = params.visible_units.values
-    bits = jax.random.bernoulli(key, 0.5, shape)
-    return jnp.where(bits, high, low).astype(dtype)
+class _SweepAt(Messenger):
+    """Runs the kernel's sweeps at the RBM site, from the site's distribution, and makes their
+    result the site's value: one trace of the model then gives the new state, its RBM and
+    the likelihood of every other site at it."""
+
+    def __init__(self, fn, site, sweep):
+        self.site, self.sweep, self.out = site, sweep, None
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == self.site:
+            msg["value"], self.out = self.sweep(msg["fn"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resolved:
+    """What ``init`` resolves from the model, fixed for the kernel's lifetime."""
+
+    site: str
+    mode: str
+    num_sweeps: int
+    units: UnitType
+    has_deterministic: bool
+
+
+def _trace_at(model, cfg: _Resolved, v, model_args, model_kwargs):
+    """The model's trace with the RBM site at ``v``."""
+    model = substitute(seed(model, jax.random.key(0)), data={cfg.site: v})
+    return trace(model).get_trace(*model_args, **(model_kwargs or {}))
+
+
+def _sweep_trace(model, cfg: _Resolved, sweep, model_args, model_kwargs):
+    """The model's trace with the RBM site at ``sweep(site_distribution)``, and what the
+    sweep returned besides the value."""
+    handler = _SweepAt(seed(model, jax.random.key(0)), cfg.site, sweep)
+    tr = trace(handler).get_trace(*model_args, **(model_kwargs or {}))
+    return tr, handler.out
+
+
+def _free_energy(params, units, v):
+    fe = free_energy(params, units.to_layer(v, params.weights.dtype))
+    return jnp.sum(fe) if jnp.ndim(fe) else fe
+
+
+def _evaluate(model, cfg: _Resolved, v, model_args, model_kwargs):
+    """``(free_energy, log_likelihood)`` at the site value ``v``."""
+    tr = _trace_at(model, cfg, v, model_args, model_kwargs)
+    fe = _free_energy(tr[cfg.site]["fn"].params, cfg.units, v)
+    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
+    return fe, ll.astype(fe.dtype)
+
+
+def _field_offset(model, cfg: _Resolved, v, model_args, model_kwargs):
+    r""":math:`\Delta_i / (b - a)` from ``n + 1`` vmapped evaluations of the likelihood."""
+    low, high = cfg.units.values
+    size = v.size
+    base = jnp.full((size,), low, v.dtype)
+    flips = jnp.concatenate([base[None], base + (high - low) * jnp.eye(size, dtype=v.dtype)])
+
+    def loglik(flat):
+        tr = _trace_at(model, cfg, flat.reshape(v.shape), model_args, model_kwargs)
+        return _log_likelihood(tr, cfg.site)
+
+    ll = jax.vmap(loglik)(flips)
+    return ((ll[1:] - ll[0]) / (high - low)).reshape(v.shape).astype(v.dtype)
+
+
+def _step(model, cfg: _Resolved, state: RBMGibbsState, model_args, model_kwargs):
+    """One MCMC step: the kernel's sweeps inside one trace of the model, then (for
+    ``"metropolis"``) the accept/reject on the likelihood ratio."""
+    key, key_sweep, key_accept = jax.random.split(state.rng_key, 3)
+    v = state.z[cfg.site]
+    offset = None
+    if cfg.mode == "factorized":
+        offset = _field_offset(model, cfg, v, model_args, model_kwargs)
+
+    def sweep(fn):
+        params, mask, values = _site_info(fn)
+        layer = cfg.units.to_layer(v, params.weights.dtype)
+        layer, h = gibbs(
+            key_sweep, params, layer, cfg.num_sweeps, mask=mask, values=values,
+            visible_offset=offset,
+        )  # fmt: skip
+        return cfg.units.from_layer(layer, v.dtype), (params, layer, h)
+
+    tr, (params, layer, h_new) = _sweep_trace(model, cfg, sweep, model_args, model_kwargs)
+    v_new = tr[cfg.site]["value"]
+    fe = free_energy(params, layer)
+    fe = jnp.sum(fe) if jnp.ndim(fe) else fe
+    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
+    ll = ll.astype(fe.dtype)
+    accept_prob = jnp.ones((), fe.dtype)
+    if cfg.mode == "metropolis":
+        log_ratio = ll - state.log_likelihood
+        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+        accept = jax.random.exponential(key_accept, dtype=fe.dtype) > -log_ratio
+        v_new = jnp.where(accept, v_new, v)
+        h_new = jnp.where(accept, h_new, state.h)
+        fe = jnp.where(accept, fe, state.free_energy)
+        ll = jnp.where(accept, ll, state.log_likelihood)
+    i = state.i + 1
+    mean_accept = state.mean_accept_prob + (accept_prob - state.mean_accept_prob) / i
+    return RBMGibbsState(
+        {cfg.site: v_new}, h_new, fe, ll, fe - ll, accept_prob, mean_accept, i, key
+    )
 
 
 class RBMGibbs(MCMCKernel):
@@ -185,7 +282,9 @@ class RBMGibbs(MCMCKernel):
 
     Standalone the kernel samples the RBM site only: other latent sites must be conditioned
     on, or the kernel used as a block of :class:`numpyro.infer.Gibbs`. Deterministic sites
-    are recorded.
+    are recorded. ``init`` resolves the site, the update and the unit type into a frozen
+    configuration; every step is then the pure function of that configuration, the model and
+    the state (one trace of the model per step).
 
     Example::
 
@@ -212,15 +311,8 @@ class RBMGibbs(MCMCKernel):
         self._site = site
         self._num_sweeps = num_sweeps
         self._update = update
-        self._reset()
-
-    def _reset(self):
-        # static metadata resolved at `init`
-        self._site_name = None
-        self._mode = None
-        self._has_deterministic = False
+        self._config: _Resolved | None = None  # resolved at `init`
         self._sample_fn = None
-        self._potts_q = None  # q of a Potts site (integer sequences), else None
 
     @property
     def model(self):
@@ -229,87 +321,35 @@ class RBMGibbs(MCMCKernel):
     @property
     def site(self) -> str | None:
         """The RBM site's name (known after ``init``)."""
-        return self._site_name or self._site
+        return self._config.site if self._config else self._site
 
     @property
     def update(self) -> str | None:
         """The update actually used (``"auto"`` resolved at ``init``)."""
-        return self._mode
+        return self._config.mode if self._config else None
 
     @property
     def default_fields(self):
         # potential_energy by default, so that az.from_numpyro shows an ``lp`` trace
         return ("z", "potential_energy")
 
-    # --- model evaluation ---------------------------------------------------------------
-
-    def _trace(self, v, model_args, model_kwargs):
-        model = substitute(seed(self._model, jax.random.key(0)), data={self._site_name: v})
-        return trace(model).get_trace(*model_args, **(model_kwargs or {}))
-
-    def _site_info(self, tr):
-        fn = tr[self._site_name]["fn"]
-        return fn.params, getattr(fn, "clamp_mask", None), getattr(fn, "clamp_values", None)
-
-    def _log_likelihood(self, tr):
-        """Summed log density of every sample site but the RBM site (as numpyro's
-        ``log_density`` does, with scales and masks; the RBM's own log Z is never computed)."""
-        total = jnp.zeros(())
-        for name, s in tr.items():
-            if s["type"] != "sample" or name == self._site_name:
-                continue
-            if s["intermediates"]:
-                lp = s["fn"].log_prob(s["value"], s["intermediates"])
-            else:
-                lp = s["fn"].log_prob(s["value"])
-            if s["scale"] is not None:
-                lp = s["scale"] * lp
-            total = total + jnp.sum(lp)
-        return total
-
-    def _evaluate(self, v, model_args, model_kwargs):
-        """``(params, mask, values, free_energy, log_likelihood)`` at ``v``."""
-        tr = self._trace(v, model_args, model_kwargs)
-        params, mask, values = self._site_info(tr)
-        fe = free_energy(params, _to_layer(params, v))
-        fe = jnp.sum(fe) if jnp.ndim(fe) else fe
-        ll = jnp.zeros((), fe.dtype) if self._mode == "prior" else self._log_likelihood(tr)
-        return params, mask, values, fe, ll.astype(fe.dtype)
-
-    def _field_offset(self, params, v, model_args, model_kwargs):
-        r""":math:`\Delta_i / (b - a)` from ``n + 1`` vmapped evaluations of the likelihood."""
-        low, high = params.visible_units.values
-        size = v.size
-        base = jnp.full((size,), low, v.dtype)
-        flips = jnp.concatenate([base[None], base + (high - low) * jnp.eye(size, dtype=v.dtype)])
-
-        def loglik(flat):
-            return self._log_likelihood(
-                self._trace(flat.reshape(v.shape), model_args, model_kwargs)
-            )
-
-        ll = jax.vmap(loglik)(flips)
-        return ((ll[1:] - ll[0]) / (high - low)).reshape(v.shape).astype(v.dtype)
-
-    # --- MCMCKernel interface -----------------------------------------------------------
+    # --- resolving the model ------------------------------------------------------------
 
     def _prototype(self, rng_key, model_args, model_kwargs):
-        """A trace with uniform random RBM states (cheap, never enumerates) and
-        ``init_to_sample`` values elsewhere."""
+        """A trace with random RBM states (cheap, never enumerates) and ``init_to_sample``
+        values elsewhere."""
 
         def start(site):
             if _is_rbm_site(site):
-                params = site["fn"].params
-                key, shape = site["kwargs"]["rng_key"], site["fn"].shape()
-                return _random_state(key, params, shape, params.weights.dtype)
+                return _random_state(
+                    site["kwargs"]["rng_key"], site["fn"].params, site["fn"].shape()
+                )
             return init_to_sample(site)
 
         model = substitute(seed(self._model, rng_key), substitute_fn=start)
         return trace(model).get_trace(*model_args, **(model_kwargs or {}))
 
-    def _setup(self, rng_key, model_args, model_kwargs):
-        """Finds the RBM site and resolves the update from a prototype trace."""
-        tr = self._prototype(rng_key, model_args, model_kwargs)
+    def _find_site(self, tr) -> str:
         rbm_sites = [name for name, s in tr.items() if _is_rbm_site(s) and not s["is_observed"]]
         if self._site is not None:
             if self._site not in rbm_sites:
@@ -317,14 +357,17 @@ class RBMGibbs(MCMCKernel):
                     f"site {self._site!r} is not a latent RBM sample site of the model; "
                     f"RBM sites found: {rbm_sites}"
                 )
-            name = self._site
-        elif len(rbm_sites) == 1:
-            name = rbm_sites[0]
-        else:
+            return self._site
+        if len(rbm_sites) != 1:
             raise ValueError(
                 f"RBMGibbs needs one latent RBM site (numpyro.sample(name, numpyro_rbm.RBM(...)))"
                 f", found {rbm_sites}; pass site=... to choose"
             )
+        return rbm_sites[0]
+
+    def _resolve(self, tr) -> _Resolved:
+        """The frozen configuration, from a prototype trace."""
+        name = self._find_site(tr)
         others = [
             n
             for n, s in tr.items()
@@ -339,7 +382,6 @@ class RBMGibbs(MCMCKernel):
                 f"sites {others}. Condition on them, or compose kernels: "
                 f"numpyro.infer.Gibbs([(RBMGibbs(model), [{name!r}]), (NUTS(model), None)])"
             )
-        has_density = any(s["type"] == "sample" and n != name for n, s in tr.items())
         units = tr[name]["fn"].params.visible_units
         if self._update == "factorized" and units.values is None:
             raise ValueError(
@@ -347,32 +389,46 @@ class RBMGibbs(MCMCKernel):
                 f"RBM site {name!r} has {units.spec} visible units. Use update='metropolis' "
                 "(exact for any likelihood) or 'auto'"
             )
-        self._site_name = name
-        self._potts_q = units.q if isinstance(units, Potts) else None
-        self._mode = self._update
-        if self._update == "auto":
-            self._mode = "metropolis" if has_density else "prior"
-        self._has_deterministic = any(s["type"] == "deterministic" for s in tr.values())
-        return tr[name]["value"]
+        mode = self._update
+        if mode == "auto":
+            has_density = any(s["type"] == "sample" and n != name for n, s in tr.items())
+            mode = "metropolis" if has_density else "prior"
+        has_deterministic = any(s["type"] == "deterministic" for s in tr.values())
+        return _Resolved(name, mode, self._num_sweeps, units, has_deterministic)
+
+    def _check_init(self, v, prototype):
+        cfg = self._config
+        what = f"init_params[{cfg.site!r}]"
+        if jnp.shape(v)[-1:] != jnp.shape(prototype)[-1:]:
+            raise ValueError(
+                f"{what} has shape {jnp.shape(v)}; expected {cfg.units.site_noun} of shape "
+                f"{jnp.shape(prototype)} (with a leading num_chains axis when vectorized)"
+            )
+        if not isinstance(v, jax.core.Tracer):
+            cfg.units.check_site_value(v, what)
+
+    # --- MCMCKernel interface -----------------------------------------------------------
 
     def _init_one(self, rng_key, v, model_args, model_kwargs):
-        params, mask, values = self._site_info(self._trace(v, model_args, model_kwargs))
-        if _is_potts(params):  # integer sequences stay integer (the site's support)
-            v = jnp.asarray(v).astype(jnp.int32)
-        else:
-            v = apply_clamp(jnp.asarray(v, params.weights.dtype), mask, values)
-        params, mask, values, fe, ll = self._evaluate(v, model_args, model_kwargs)
-        h = jnp.zeros(jnp.shape(v)[:-1] + (params.n_hidden,), params.weights.dtype)
+        cfg = self._config
+        tr = _trace_at(self._model, cfg, v, model_args, model_kwargs)
+        params, mask, values = _site_info(tr[cfg.site]["fn"])
+        layer = cfg.units.to_layer(v, params.weights.dtype)
+        v = cfg.units.from_layer(apply_clamp(layer, mask, values))  # the site's own dtype
+        fe, ll = _evaluate(self._model, cfg, v, model_args, model_kwargs)
+        h = jnp.zeros(jnp.shape(layer)[:-1] + (params.n_hidden,), params.weights.dtype)
         one = jnp.ones((), fe.dtype)
         return RBMGibbsState(
-            {self._site_name: v}, h, fe, ll, fe - ll, one, one, jnp.zeros((), jnp.int32), rng_key
+            {cfg.site: v}, h, fe, ll, fe - ll, one, one, jnp.zeros((), jnp.int32), rng_key
         )
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
         vectorized = not is_prng_key(rng_key)
         key0 = rng_key[0] if vectorized else rng_key
-        prototype = self._setup(jax.random.fold_in(key0, 1), model_args, model_kwargs)
-        name = self._site_name
+        tr = self._prototype(jax.random.fold_in(key0, 1), model_args, model_kwargs)
+        self._config = self._resolve(tr)
+        name = self._config.site
+        prototype = tr[name]["value"]
         if init_params is not None and name in init_params:
             v0 = init_params[name]
         elif vectorized:
@@ -381,74 +437,18 @@ class RBMGibbs(MCMCKernel):
             )
         else:
             v0 = prototype
-
-        q = self._potts_q
-        what = "an integer sequence of " if q else ""
-
-        def check(v):
-            if jnp.shape(v)[-1:] != jnp.shape(prototype)[-1:]:
-                raise ValueError(
-                    f"init_params[{name!r}] has shape {jnp.shape(v)}; expected {what}shape "
-                    f"{jnp.shape(prototype)} (with a leading num_chains axis when vectorized)"
-                )
-            if q and not isinstance(v, jax.core.Tracer):
-                x = np.asarray(v)
-                if not np.all((x >= 0) & (x < q) & (x == np.round(x))):
-                    raise ValueError(
-                        f"init_params[{name!r}] must hold Potts states, integers in 0 .. {q - 1}"
-                        " (the site value is the integer sequence, not the one-hot layer)"
-                    )
-
-        check(v0)
-        sample_one = self._sample_one
+        self._check_init(v0, prototype)
         if vectorized:
             keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(rng_key)
             state = jax.vmap(lambda k, v: self._init_one(k, v, model_args, model_kwargs))(keys, v0)
-            self._sample_fn = jax.vmap(sample_one, in_axes=(0, None, None))
+            self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
         else:
             state = self._init_one(jax.random.fold_in(rng_key, 2), v0, model_args, model_kwargs)
-            self._sample_fn = sample_one
+            self._sample_fn = self._sample_one
         return state
 
-    def _sample_one(self, state: RBMGibbsState, model_args, model_kwargs) -> RBMGibbsState:
-        key, key_sweep, key_accept = jax.random.split(state.rng_key, 3)
-        v = state.z[self._site_name]
-        params, mask, values = self._site_info(self._trace(v, model_args, model_kwargs))
-        if self._mode == "factorized":
-            offset = self._field_offset(params, v, model_args, model_kwargs)
-            v_new, h_new = block_gibbs(
-                key_sweep,
-                params,
-                v,
-                self._num_sweeps,
-                mask=mask,
-                values=values,
-                field_offset=offset,
-            )
-            _, _, _, fe, ll = self._evaluate(v_new, model_args, model_kwargs)
-            accept_prob = jnp.ones((), fe.dtype)
-        else:
-            layer, h_new = block_gibbs(
-                key_sweep, params, _to_layer(params, v), self._num_sweeps, mask=mask, values=values
-            )
-            v_new = _from_layer(params, layer, v)
-            _, _, _, fe, ll = self._evaluate(v_new, model_args, model_kwargs)
-            if self._mode == "metropolis":
-                log_ratio = ll - state.log_likelihood
-                log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-                accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-                accept = jax.random.exponential(key_accept, dtype=fe.dtype) > -log_ratio
-                v_new = jnp.where(accept, v_new, v)
-                h_new = jnp.where(accept, h_new, state.h)
-                fe = jnp.where(accept, fe, state.free_energy)
-                ll = jnp.where(accept, ll, state.log_likelihood)
-            else:
-                accept_prob = jnp.ones((), fe.dtype)
-        i = state.i + 1
-        mean_accept = state.mean_accept_prob + (accept_prob - state.mean_accept_prob) / i
-        return RBMGibbsState(
-            {self._site_name: v_new}, h_new, fe, ll, fe - ll, accept_prob, mean_accept, i, key
-        )
+    def _sample_one(self, state, model_args, model_kwargs):
+        return _step(self._model, self._config, state, model_args, model_kwargs)
 
     def sample(self, state, model_args, model_kwargs):
         """Runs ``num_sweeps`` sweeps (one MCMC step) and returns the next state."""
@@ -458,13 +458,15 @@ class RBMGibbs(MCMCKernel):
     def refresh(self, state, model_args, model_kwargs):
         """Recomputes ``free_energy`` and ``log_likelihood`` at the current ``v`` under new
         conditioning values (used by :class:`numpyro.infer.Gibbs`)."""
-        _, _, _, fe, ll = self._evaluate(state.z[self._site_name], model_args, model_kwargs)
+        cfg = self._config
+        fe, ll = _evaluate(self._model, cfg, state.z[cfg.site], model_args, model_kwargs)
         return state._replace(free_energy=fe, log_likelihood=ll, potential_energy=fe - ll)
 
     def wrap_model(self, wrapper):
         kernel = copy.copy(self)
         kernel._model = wrapper(self._model)
-        kernel._reset()
+        kernel._config = None
+        kernel._sample_fn = None
         return kernel
 
     def get_constrain_fn(self, model_args, model_kwargs):
@@ -473,18 +475,19 @@ class RBMGibbs(MCMCKernel):
 
     def postprocess_fn(self, model_args, model_kwargs):
         """Adds the model's deterministic sites, replaying the model at each draw."""
-        if not self._has_deterministic:
+        cfg = self._config
+        if not cfg.has_deterministic:
             return identity
 
         def fn(z):
-            tr = self._trace(z[self._site_name], model_args, model_kwargs)
+            tr = _trace_at(self._model, cfg, z[cfg.site], model_args, model_kwargs)
             det = {n: s["value"] for n, s in tr.items() if s["type"] == "deterministic"}
             return {**z, **det}
 
         return fn
 
     def get_diagnostics_str(self, state):
-        if self._mode == "metropolis":
+        if self._config is not None and self._config.mode == "metropolis":
             return f"acc. prob={float(state.mean_accept_prob):.2f}"
         return ""
 

@@ -29,10 +29,11 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from .core import RBMParams, sample_hidden, sample_visible
-from .units import Bernoulli, Spin, UnitType
+from .units import UnitType
 
 __all__ = [
     "MAX_ENUMERABLE_UNITS",
+    "EXACT_MAX_UNITS",
     "EnumerationTooLarge",
     "log_partition",
     "sample_exact",
@@ -42,6 +43,10 @@ __all__ = [
 
 #: Default limit on the number of units in the enumerated layer (2**30 states).
 MAX_ENUMERABLE_UNITS = 30
+#: The library's one cut-off between exact enumeration and AIS when it chooses by itself
+#: (``method="auto"`` in :func:`numpyro_rbm.log_likelihood`, ``fit``'s monitoring, the
+#: scikit-learn estimator and the command line): 2^20 states take seconds at most on a CPU.
+EXACT_MAX_UNITS = 20
 
 # Elements of the (2^k, m) field block of one chunk: 2^18 float32 values = 1 MiB, which stays
 # in cache (measured 2-3x faster per state than 16 MiB chunks; docs/performance.md).
@@ -166,18 +171,21 @@ def _summed_log_partition(units: UnitType, field):
     plus a multiply is much cheaper than ``exp`` plus ``log1p``. Other unit types use their
     own :meth:`~numpyro_rbm.units.UnitType.log_partition`.
     """
-    if type(units) not in (Bernoulli, Spin):
+    if units.softplus_form is None:
         return units.log_partition(field)
     return _two_state_log_partition_leading(units, jnp.moveaxis(field, -1, 0))
 
 
 def _two_state_log_partition_leading(units: UnitType, field):
-    """:func:`_summed_log_partition` of Bernoulli or Spin units laid out on the first axis."""
-    if type(units) is Bernoulli:
-        linear, decay = jnp.maximum(field, 0.0), -jnp.abs(field)
-    else:
-        linear, decay = jnp.abs(field), -2.0 * jnp.abs(field)
-    return jnp.sum(linear, axis=0) + _log_prod_leading(1.0 + jnp.exp(decay), _PRODUCT_BLOCK)
+    r""":func:`_summed_log_partition` of units with :math:`A(\phi) = l\phi +
+    \mathrm{softplus}(s\phi)` (their ``softplus_form``), laid out on the first axis:
+    :math:`l\phi + \max(s\phi, 0) + \log(1 + e^{-|s\phi|})`."""
+    low, scale = units.softplus_form
+    s_field = scale * field
+    linear = jnp.maximum(s_field, 0.0) + low * field if low else jnp.maximum(s_field, 0.0)
+    return jnp.sum(linear, axis=0) + _log_prod_leading(
+        1.0 + jnp.exp(-jnp.abs(s_field)), _PRODUCT_BLOCK
+    )
 
 
 def _log_prod_leading(factors, block: int):
@@ -231,7 +239,7 @@ def _chunk_logits_fn(lay: _Layout, k: int):
         high_own = high_state @ b_high + lay.own_units.base_log_measure(high_state)
         return high_field, low_own + high_own
 
-    if type(lay.other_units) not in (Bernoulli, Spin):
+    if lay.other_units.softplus_form is None:
 
         def generic(high_index):
             high_field, own = high_terms(high_index)

@@ -45,7 +45,6 @@ import contextlib
 import time
 from functools import partial
 from numbers import Integral, Real
-from typing import NamedTuple
 
 try:
     import scipy.sparse as sp
@@ -70,10 +69,12 @@ except ImportError:  # pragma: no cover - older scikit-learn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from ._threefry import threefry_uniform32
-from .core import RBMParams, energy, free_energy, hidden_mean, visible_mean
-from .training import pt_negative
+from ._threefry import threefry_split
+from .core import RBMParams, free_energy, gibbs_sweep, hidden_field, hidden_mean
+from .learning import CD, PT, HiddenPCD, Weighted, build_trainer, uniform_sampler
+from .learning.trainer import TrainState
 
 __all__ = ["BernoulliRBM"]
 
@@ -83,146 +84,60 @@ METHODS = ("cd", "pcd", "pt")
 _ROW_CHUNK_BYTES = 16 * 2**20
 # Sparse training data is densified this many bytes of minibatches at a time.
 _SPARSE_CHUNK_BYTES = 32 * 2**20
-# log_likelihood(method="auto") enumerates the smaller layer up to this many units.
-EXACT_MAX_UNITS = 20
 
 
-# --- the pure-JAX training step ---------------------------------------------------------------
+# --- training: the learning engine's trainer, fed scikit-learn's minibatches -------------------
+
+# SGD with the step size in the optimiser state (a traced value): one compiled trainer serves
+# every learning_rate, and the transformation is one object, so the compilation cache hits.
+_SGD = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
 
 
-class _State(NamedTuple):
-    """What evolves during training (a pytree)."""
-
-    params: RBMParams
-    #: Persistent hidden chains (PCD), or the hidden samples of the last negative particles.
-    h_samples: jax.Array
-    #: Parallel-tempering replicas ``(T, batch_size, n_features)`` (empty otherwise).
-    replicas: jax.Array
-    key: jax.Array
-
-
-def _bernoulli(u, p):
-    r""":math:`x = \mathbb{1}[u < p] \sim \mathrm{Bernoulli}(p)` for uniforms ``u``."""
-    return (u < p).astype(p.dtype)
-
-
-def _uniforms(key, shape):
-    """*float32* uniforms whatever the compute dtype, so a float32 fit and a float64 fit take
-    the same random decisions (as scikit-learn's do: its NumPy uniforms do not depend on the
-    dtype either). The same numbers as ``jax.random.uniform``, from the fused threefry."""
-    return threefry_uniform32(key, shape)
-
-
-def _sweeps(params: RBMParams, v, u_h, u_v):
-    r"""Block-Gibbs sweeps :math:`h \sim p(h \mid v)`, :math:`v \sim p(v \mid h)`, one per
-    leading entry of the uniforms ``u_h`` ``(k, M, n_hidden)`` and ``u_v`` ``(k, M, n_vis)``."""
-
-    def sweep(v, u):
-        h = _bernoulli(u[0], hidden_mean(params, v))
-        return _bernoulli(u[1], visible_mean(params, h)), None
-
-    if u_h.shape[0] <= 2:  # unrolled: a loop costs more compile time than a few sweeps
-        for i in range(u_h.shape[0]):
-            v = sweep(v, (u_h[i], u_v[i]))[0]
-        return v
-    return jax.lax.scan(sweep, v, (u_h, u_v))[0]
-
-
-def _surrogate(params: RBMParams, v, h_mean, weight):
-    r""":math:`\sum_n w_n E(v_n, \operatorname{sg}(\mathbb{E}[h \mid v_n]))`.
-
-    Its gradient equals that of :math:`\sum_n w_n F(v_n)` (the free-energy surrogate of
-    :func:`numpyro_rbm.training.free_energy_loss`): :math:`\nabla_\theta F(v) =
-    \mathbb{E}_{h \mid v}[\nabla_\theta E(v, h)] = \nabla_\theta E(v, \mathbb{E}[h \mid
-    v])` because :math:`E` is affine in :math:`h`. Differentiating the energy (bilinear) at the
-    hidden means scikit-learn's update uses costs matrix products only, where differentiating
-    softplus through ``logaddexp`` costs three transcendentals per unit (measured: half the
-    time per update on CPU).
-    """
-    h_mean = jax.lax.stop_gradient(h_mean)
-    return jnp.sum(weight * energy(params, v, h_mean))
-
-
-def _update(state: _State, batch, count, u_h, u_v, key, learning_rate, betas, method, k):
-    r"""One SGD step on a zero-padded minibatch ``batch`` whose first ``count`` rows are data,
-    with pre-drawn uniforms ``u_h``, ``u_v`` (``"pcd"``, ``"cd"``) or a key (``"pt"``).
-
-    scikit-learn's update: :math:`\theta \mathrel{+}= \frac{\eta}{n_b}(\text{sums over
-    the minibatch} - \text{sums over the negative particles})` of the statistics
-    :math:`v\,\mathbb{E}[h \mid v]^\top`, :math:`v`, :math:`\mathbb{E}[h \mid v]`, all at
-    the current parameters. A step with ``count == 0`` (padding) changes nothing.
-    """
-    params = state.params
-    dtype = batch.dtype
-    mask = (jnp.arange(batch.shape[0]) < count).astype(dtype)
-    replicas = state.replicas
+def _negative_phase(method: str, k: int, batch_size: int, n_temperatures: int):
+    """The negative phase of ``method``: scikit-learn's PCD (persistent hidden chains), or CD /
+    parallel tempering drawing the same way (uniforms compared with the conditional means;
+    tempering's :math:`\beta = 0` end the uniform model, its replicas random at first)."""
     if method == "pcd":
-        # scikit-learn's order: v' ~ p(v | h_samples), (k - 1) more sweeps, h_samples ~ p(h | v').
-        v_neg = _bernoulli(u_v[0], visible_mean(params, state.h_samples))
-        v_neg = _sweeps(params, v_neg, u_h[: k - 1], u_v[1:])
-        neg_weight = jnp.ones(v_neg.shape[0], dtype)
-        u_last = u_h[k - 1]
-    elif method == "cd":
-        v_neg = _sweeps(params, batch, u_h[:k], u_v)
-        neg_weight = mask
-        u_last = u_h[k]
-    else:
-        key_pt, key_h = jax.random.split(key)
-        zeros = jnp.zeros_like(params.visible_bias)  # the beta = 0 end: the uniform model
-        replicas, _ = pt_negative(key_pt, params, replicas, betas, zeros, k)
-        v_neg = replicas[-1]
-        neg_weight = jnp.ones(v_neg.shape[0], dtype)
-        u_last = _uniforms(key_h, (v_neg.shape[0], params.n_hidden))
-    h_neg = hidden_mean(params, v_neg)
-    # Weights +-1 keep the sums exact where the data allow (as scikit-learn's are); the step
-    # learning_rate / n_b then scales them.
-    grads = jax.grad(_surrogate)(
-        params,
-        jnp.concatenate([batch, v_neg]),
-        jnp.concatenate([hidden_mean(params, batch), h_neg]),
-        jnp.concatenate([mask, -neg_weight]),
-    )
-    step = learning_rate / jnp.maximum(count, 1).astype(dtype) * (count > 0).astype(dtype)
-    params = jax.tree.map(lambda p, g: p - step * g, params, grads)
-    active = count > 0
-    h_samples = _bernoulli(u_last, h_neg)[: state.h_samples.shape[0]]
-    return _State(
-        params,
-        jnp.where(active, h_samples, state.h_samples),
-        jnp.where(active, replicas, state.replicas),
-        state.key,
-    )
+        return HiddenPCD(k, batch_size)
+    if method == "cd":
+        return CD(k, sampler=uniform_sampler)
+    return PT(k, batch_size, n_temperatures, base="zero", init_from="random")
 
 
-@partial(jax.jit, static_argnames=("method", "k"))
-def _train_groups(state: _State, batches, counts, learning_rate, betas, *, method: str, k: int):
-    """Trains on minibatches ``(n_groups, G, batch_size, n_features)`` holding ``counts``
-    ``(n_groups, G)`` data rows each: a scan over groups, each drawing the uniforms of its
-    ``G`` minibatches at once (one vectorised call rather than ``G`` small ones) and scanning
-    :func:`_update` over them. A group without data (padding) leaves the state untouched, key
-    included, so an epoch cut into chunks of groups equals the epoch in one call."""
-    n_chains = batches.shape[2] if method == "cd" else state.h_samples.shape[0]
-    group = batches.shape[1]
-    n_h, n_v = state.params.n_hidden, state.params.n_visible
-    n_uh = k + 1 if method == "cd" else k
+def _trainer(method: str, k: int, batch_size: int, n_temperatures: int):
+    phase = _negative_phase(method, k, batch_size, n_temperatures)
+    return build_trainer(phase, _SGD, centering=False)
+
+
+def _tree_where(condition, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+@partial(jax.jit, static_argnames="trainer")
+def _train_groups(trainer, state: TrainState, batches, counts):
+    r"""Trains on minibatches ``(n_groups, G, batch_size, n_features)`` holding ``counts``
+    ``(n_groups, G)`` data rows each, one ``trainer.step`` per minibatch. A minibatch of
+    ``count`` rows enters as :class:`~numpyro_rbm.learning.Weighted` examples of weight
+    :math:`1/\text{count}` (zero for padding rows), so that SGD at step :math:`\eta` makes
+    scikit-learn's update :math:`\frac{\eta}{n_b}(\text{sums over the minibatch} -
+    \text{sums over the negative particles})`. A minibatch without data (padding) leaves the
+    state untouched, and a group without data is skipped, key included, so an epoch cut into
+    chunks of groups equals the epoch in one call."""
+    batch_size = batches.shape[2]
 
     def run_group(state, xs):
         batches_g, counts_g = xs
-        key, key_h, key_v, key_pt = jax.random.split(state.key, 4)
-        if method == "pt":
-            u_h = jnp.zeros((group, 0))
-            u_v = jnp.zeros((group, 0))
-        else:
-            u_h = _uniforms(key_h, (group, n_uh, n_chains, n_h))
-            u_v = _uniforms(key_v, (group, k, n_chains, n_v))
-        keys = jax.random.split(key_pt, group)
+        key, key_steps = threefry_split(state.key)
+        keys = threefry_split(key_steps, batches_g.shape[0])
 
         def body(state, xs):
-            batch, count, uh, uv, key_step = xs
-            state = _update(state, batch, count, uh, uv, key_step, learning_rate, betas, method, k)
-            return state, None
+            batch, count, key_step = xs
+            mask = (jnp.arange(batch_size) < count).astype(batch.dtype)
+            weights = mask / jnp.maximum(count, 1).astype(batch.dtype)
+            new, _ = trainer.step(state, Weighted(batch, weights), key_step)
+            return _tree_where(count > 0, new, state), None
 
-        state = jax.lax.scan(body, state, (batches_g, counts_g, u_h, u_v, keys))[0]
+        state = jax.lax.scan(body, state, (batches_g, counts_g, keys))[0]
         return state._replace(key=key)
 
     def group_step(state, xs):
@@ -261,9 +176,8 @@ def _hidden_means(params: RBMParams, v):
 
 @jax.jit
 def _gibbs_step(key, params: RBMParams, v):
-    key_h, key_v = jax.random.split(key)
-    h = _bernoulli(_uniforms(key_h, v.shape[:-1] + (params.n_hidden,)), hidden_mean(params, v))
-    return _bernoulli(_uniforms(key_v, v.shape), visible_mean(params, h))
+    """One sweep, drawing as scikit-learn does (:func:`~numpyro_rbm.learning.uniform_sampler`)."""
+    return gibbs_sweep(key, params, v, sampler=uniform_sampler)[0]
 
 
 @jax.jit
@@ -443,7 +357,10 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """The dtype training computes in (see ``train_dtype``)."""
         return np.dtype(np.float32) if self.train_dtype == "float32" else np.dtype(dtype)
 
-    def _init_state(self, rng, n_features, dtype, compute) -> _State:
+    def _trainer(self):
+        return _trainer(self.method, int(self.k), int(self.batch_size), int(self.n_temperatures))
+
+    def _init_state(self, rng, n_features, dtype, compute) -> TrainState:
         # The same NumPy draws as scikit-learn's initial components.
         self.components_ = np.asarray(
             rng.normal(0, 0.01, (self.n_components, n_features)), order="F", dtype=dtype
@@ -451,53 +368,53 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self._n_features_out = self.components_.shape[0]
         self.intercept_hidden_ = np.zeros(self.n_components, dtype=dtype)
         self.intercept_visible_ = np.zeros(n_features, dtype=dtype)
-        self.h_samples_ = np.zeros((self.batch_size, self.n_components), dtype=dtype)
-        key = _jax_key(rng)
-        if self.method == "pt":
-            # Replicas start where scikit-learn's chains take their first step: v ~ p(v | h=0),
-            # uniform bits for the zero initial biases.
-            key, key_rep = jax.random.split(key)
-            shape = (self.n_temperatures, self.batch_size, n_features)
-            self._replicas = np.asarray(jax.random.bernoulli(key_rep, 0.5, shape), dtype)
-        else:
-            self._replicas = np.zeros((0,), dtype)
-        self._key_data = np.asarray(jax.random.key_data(key))
+        placeholder = jnp.zeros((self.batch_size, n_features), compute)  # CD's chain shape
+        state = self._trainer().init(
+            _jax_key(rng), self._params(compute), placeholder, self.batch_size
+        )
+        self._store(state, dtype)
         return self._state(compute)
 
-    def _state(self, dtype) -> _State:
-        return _State(
-            self._params(dtype),
-            jnp.asarray(self.h_samples_, dtype),
-            jnp.asarray(self._replicas, dtype),
+    def _state(self, dtype) -> TrainState:
+        """The trainer's state from the fitted attributes (PCD's chains are ``h_samples_``)."""
+        params = self._params(dtype)
+        opt_state = _SGD.init(params)
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(self.learning_rate, dtype)
+        chains = self.h_samples_ if self.method == "pcd" else self._chain_state
+        zeros = jnp.zeros((params.n_visible,), dtype), jnp.zeros((params.n_hidden,), dtype)
+        return TrainState(
+            params,
+            *zeros,
+            opt_state,
+            jax.tree.map(lambda x: jnp.asarray(x, dtype), chains),
             jax.random.wrap_key_data(jnp.asarray(self._key_data)),
         )
 
-    def _store(self, state: _State, dtype):
+    def _store(self, state: TrainState, dtype):
         params = state.params
         self.components_ = np.asarray(params.weights, dtype).T
         self.intercept_visible_ = np.asarray(params.visible_bias, dtype)
         self.intercept_hidden_ = np.asarray(params.hidden_bias, dtype)
-        self.h_samples_ = np.asarray(state.h_samples, dtype)
-        self._replicas = np.asarray(state.replicas, dtype)
         self._key_data = np.asarray(jax.random.key_data(state.key))
-
-    def _betas(self, dtype):
-        if self.method != "pt":
-            return jnp.zeros((0,), dtype)
-        return jnp.linspace(0.0, 1.0, self.n_temperatures, dtype=dtype)
+        if self.method == "pcd":
+            self.h_samples_ = np.asarray(state.chains, dtype)
+            return
+        # CD and tempering keep visible chains: h_samples_ is drawn from the model's chains.
+        self._chain_state = jax.tree.map(lambda x: np.asarray(x, dtype), state.chains)
+        chains = self._trainer().negative_phase.chains(state.chains)
+        key = jax.random.fold_in(state.key, 1)
+        h = uniform_sampler(key, params.hidden_layer, hidden_field(params, chains))
+        self.h_samples_ = np.asarray(h, dtype)
 
     def _train(self, state, batches, counts, group, dtype):
         """Runs :func:`_train_groups` on minibatches ``(n, batch_size, n_features)``, ``n`` a
         multiple of ``group``."""
         batches = jnp.asarray(batches, dtype)
         return _train_groups(
+            self._trainer(),
             state,
             batches.reshape((-1, group) + batches.shape[1:]),
             jnp.asarray(counts, jnp.int32).reshape(-1, group),
-            jnp.asarray(self.learning_rate, dtype),
-            self._betas(dtype),
-            method=self.method,
-            k=int(self.k),
         )
 
     # --- scikit-learn API --------------------------------------------------------------------
@@ -728,12 +645,9 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             ``mean`` (the average), ``interval`` (from AIS's :math:`\log Z` interval; a point
             when exact), ``stderr`` and ``per_example``.
         """
-        from .ais import ais, log_likelihood
-        from .partition import log_partition
+        from .ais import log_likelihood
 
         check_is_fitted(self)
-        if method not in ("auto", "exact", "ais"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'ais', got {method!r}")
         v = validate_data(self, X, accept_sparse="csr", reset=False)
         v = v.toarray() if sp.issparse(v) else np.asarray(v)
         bad = (v != 0) & (v != 1)
@@ -744,18 +658,12 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 f"{v[row, col]!r} ({int(bad.sum())} such entries). A Bernoulli RBM assigns "
                 "probabilities to binary vectors only; binarise first, e.g. X > 0.5"
             )
-        dtype = self.components_.dtype
-        exact = method == "exact" or (
-            method == "auto" and min(self.components_.shape) <= EXACT_MAX_UNITS
-        )
-        with _x64(dtype):
-            params = self._params(dtype)
-            if exact:
-                log_z = log_partition(params, max_units=None)
-            else:
-                key = _jax_key(check_random_state(self.random_state))
-                log_z = ais(params, key, data=v, num_runs=num_runs, betas=betas)
-            result = log_likelihood(params, v, log_z)
+        with _x64(self.components_.dtype):
+            params = self._params()
+            key = _jax_key(check_random_state(self.random_state))
+            result = log_likelihood(
+                params, v, method=method, key=key, num_runs=num_runs, betas=betas
+            )
             return jax.tree.map(np.asarray, result)
 
     def __sklearn_tags__(self):

@@ -93,7 +93,7 @@ def test_free_energy_log_z_and_distribution_match_enumeration(x64):
     np.testing.assert_allclose(rbm.log_prob(jnp.asarray(seqs)), log_unnorm - log_z, rtol=1e-12)
     with pytest.warns(UserWarning):  # validation warns, as NumPyro does, and gives -inf
         assert float(rbm.log_prob(jnp.array([0, 3, 1]))) == -np.inf
-    with pytest.raises(ValueError, match=r"integer sequences of shape \(\.\.\., 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 3\), an integer sequence per event"):
         rbm.log_prob(jnp.zeros(9))
 
 

@@ -1,0 +1,595 @@
+r"""``fit``: validate into a frozen configuration, build the trainer, run epochs, monitor,
+checkpoint.
+
+Everything that learns lives in the pieces :func:`fit` composes: the negative phase
+(:mod:`~numpyro_rbm.learning.negative`), the optimiser and penalties
+(:mod:`~numpyro_rbm.learning.optim`), the trainer and its compiled epoch loop
+(:mod:`~numpyro_rbm.learning.trainer`) and the monitors
+(:mod:`~numpyro_rbm.learning.monitors`). ``fit`` itself checks the arguments, initialises the
+model from the data, and between compiled runs of epochs evaluates, calls back, checkpoints
+atomically and stops with the last good state saved if the parameters stop being finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .. import io
+from ..core import RBMParams, init_params
+from ..units import as_unit_type, base_rate_bias, check_data
+from .monitors import MonitorContext, default_monitors
+from .negative import NegativePhase, from_method
+from .optim import CosineAdam, Penalized
+from .trainer import DATA_AXIS, Trainer, TrainState, build_trainer, run_epochs, state_shardings
+
+__all__ = ["fit", "FitResult", "FitConfig", "TrainingDiverged"]
+
+METHODS = ("cd", "pcd", "pt")
+CHECKPOINT_FILE = "checkpoint.npz"
+PARAMS_FILE = "params.npz"
+# epochs=None trains for DEFAULT_EPOCHS epochs or MIN_UPDATES parameter updates, whichever is
+# more: small data sets (bars-and-stripes: 30 patterns, 3 updates an epoch) need the updates.
+DEFAULT_EPOCHS = 100
+MIN_UPDATES = 10_000
+# eval_every="auto" evaluates at most about this many times per run.
+MAX_EVALUATIONS = 100
+# Chains whose R-hat exceeds this trigger a "not mixing" warning.
+RHAT_WARNING = 1.1
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised when the parameters become NaN or infinite during :func:`fit`."""
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    #: The trained :class:`~numpyro_rbm.core.RBMParams` (standard coordinates).
+    params: RBMParams
+    #: The model's persistent chains ``(num_chains, n_visible)`` (for parallel tempering the
+    #: :math:`\beta = 1` replica; for CD, the last negative samples).
+    chains: jax.Array
+    #: ``{metric: list}``, one entry per evaluation: ``"epoch"``, ``"reconstruction_error"``,
+    #: ``"pseudo_log_likelihood"``, ``"train_log_likelihood"`` and ``"test_log_likelihood"``
+    #: (exact when enumerable, AIS otherwise; absent when neither is available),
+    #: ``"chain_rhat"`` (persistent chains) and ``"swap_rate"`` (tempering), and whatever the
+    #: user's monitors return.
+    history: dict
+    #: The optimiser state.
+    opt_state: Any
+    #: The PRNG key after training.
+    key: jax.Array
+    #: The full :class:`~numpyro_rbm.learning.trainer.TrainState`.
+    state: TrainState
+    #: ``{"compile_s", "train_s", "eval_s"}``, wall-clock seconds (``compile_s`` is near zero
+    #: when an earlier call compiled the same settings and shapes).
+    timings: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """The validated settings of one :func:`fit` call (see its arguments)."""
+
+    n_hidden: int
+    negative_phase: NegativePhase
+    method: str
+    epochs: int
+    batch_size: int
+    optimizer: Any
+    centering: bool
+    seed: int
+    dtype: Any
+    visible_units: Any
+    hidden_units: Any
+    weight_scale: float
+    eval_every: int | None
+    log_likelihood: str | None
+    checkpoint_dir: str | None
+    resume: bool
+    progress: bool
+    callbacks: tuple
+    devices: tuple | None
+    monitors: tuple
+
+    @property
+    def checkpoint_path(self) -> str | None:
+        if self.checkpoint_dir is None:
+            return None
+        return os.path.join(self.checkpoint_dir, CHECKPOINT_FILE)
+
+    def signature(self, n_examples: int, n_visible: int) -> dict:
+        """What a checkpoint must match to be resumed (JSON-serialisable)."""
+        phase = self.negative_phase
+        opt = self.optimizer
+        return dict(
+            method=self.method,
+            k=getattr(phase, "k", None),
+            batch_size=self.batch_size,
+            centering=self.centering,
+            offset_rate=0.01,
+            weight_decay=float(getattr(opt, "weight_decay", 0.0)),
+            l1_decay=float(getattr(opt, "l1_decay", 0.0)),
+            n_visible=n_visible,
+            n_hidden=self.n_hidden,
+            epochs=self.epochs,
+            num_chains=getattr(phase, "num_chains", None),
+            num_temperatures=getattr(phase, "num_temperatures", None),
+            seed=self.seed,
+            dtype=str(self.dtype),
+            n_examples=n_examples,
+            visible_units=self.visible_units.spec,
+            hidden_units=self.hidden_units.spec,
+        )
+
+
+# --- argument checks ----------------------------------------------------------------------------
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_dtype(dtype):
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError as err:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from err
+    if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            "dtype='float64' needs 64-bit JAX: run inside `with jax.enable_x64(True):` or set "
+            "jax.config.update('jax_enable_x64', True) at startup"
+        )
+    return dtype
+
+
+def _check_penalties(weight_decay, l1_decay):
+    for name, value in (("weight_decay", weight_decay), ("l1_decay", l1_decay)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_devices(devices, phase, batch_size):
+    try:
+        devices = tuple(devices)
+    except TypeError as err:
+        raise TypeError(
+            f"devices must be a sequence of jax devices, e.g. jax.devices(): {err}"
+        ) from err
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(
+            f"devices must be a non-empty sequence of jax devices, e.g. jax.devices(); got "
+            f"{list(devices)!r}"
+        )
+    n = len(devices)
+    split = {"batch_size": batch_size}
+    if phase.persistent and hasattr(phase, "num_chains"):
+        split["num_chains"] = phase.num_chains
+    for name, value in split.items():
+        if value % n:
+            raise ValueError(
+                f"{name}={value} cannot be split evenly across {n} devices; use a multiple of {n}"
+            )
+    return devices
+
+
+def _optimizer(optimizer, learning_rate, total_steps, weight_decay, l1_decay):
+    if optimizer is not None:
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(
+                f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
+                f"got {type(optimizer).__name__}"
+            )
+    elif callable(learning_rate):
+        optimizer = CosineAdam(learning_rate)
+    elif (
+        isinstance(learning_rate, int | float)
+        and math.isfinite(learning_rate)
+        and (learning_rate > 0)
+    ):
+        optimizer = CosineAdam(float(learning_rate), int(total_steps))
+    else:
+        raise ValueError(
+            f"learning_rate must be a positive number or an optax schedule, got {learning_rate!r}"
+        )
+    if weight_decay or l1_decay:
+        return Penalized(optimizer, float(weight_decay), float(l1_decay))
+    return optimizer
+
+
+def _check_eval_every(eval_every):
+    if eval_every is None or eval_every == "auto":
+        return eval_every
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int | np.integer):
+        raise ValueError(f"eval_every must be an integer >= 1, 'auto' or None, got {eval_every!r}")
+    return _positive_int("eval_every", eval_every)
+
+
+def _negative_phase(method, k, num_chains, num_temperatures):
+    if isinstance(method, NegativePhase):
+        return method, method.name
+    k = _positive_int("k", k)
+    num_chains = _positive_int("num_chains", num_chains)
+    num_temperatures = _positive_int("num_temperatures", num_temperatures, minimum=2)
+    if method not in METHODS:
+        raise ValueError(
+            f"method must be one of {METHODS} or a numpyro_rbm.learning.NegativePhase, got "
+            f"{method!r}"
+        )
+    return from_method(method, k, num_chains, num_temperatures), method
+
+
+def _configure(data, test_data, n_hidden, a: dict):
+    """Checks every argument; returns ``(FitConfig, train, test)`` (float64 NumPy layers)."""
+    phase, method = _negative_phase(a["method"], a["k"], a["num_chains"], a["num_temperatures"])
+    vis, hid = as_unit_type(a["visible_units"]), as_unit_type(a["hidden_units"])
+    n_hidden = _positive_int("n_hidden", n_hidden)
+    epochs = None if a["epochs"] is None else _positive_int("epochs", a["epochs"])
+    batch_size = _positive_int("batch_size", a["batch_size"])
+    eval_every = _check_eval_every(a["eval_every"])
+    _check_penalties(a["weight_decay"], a["l1_decay"])
+    dtype = _check_dtype(a["dtype"])
+    if a["log_likelihood"] not in ("auto", "exact", "ais", None):
+        raise ValueError(
+            f"log_likelihood must be 'auto', 'exact', 'ais' or None, got {a['log_likelihood']!r}"
+        )
+    if a["resume"] and a["checkpoint_dir"] is None:
+        raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoint")
+    for fn in (*a["callbacks"], *a["monitors"]):
+        if not callable(fn):
+            raise TypeError(f"callbacks and monitors must be callables, got {fn!r}")
+    train = check_data(data, vis, "data")
+    n = train.shape[0]
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size={batch_size} exceeds the {n} training examples; use batch_size <= {n}"
+        )
+    test = None if test_data is None else check_data(test_data, vis, "test_data", train.shape[1])
+    devices = a["devices"]
+    if devices is not None:
+        devices = _check_devices(devices, phase, batch_size)
+    if epochs is None:
+        epochs = max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / (n // batch_size)))
+    if eval_every == "auto":
+        eval_every = max(1, epochs // MAX_EVALUATIONS)
+    optimizer = _optimizer(
+        a["optimizer"], a["learning_rate"], epochs * (n // batch_size), a["weight_decay"],
+        a["l1_decay"],
+    )  # fmt: skip
+    checkpoint_dir = None if a["checkpoint_dir"] is None else os.fspath(a["checkpoint_dir"])
+    config = FitConfig(
+        n_hidden, phase, method, epochs, batch_size, optimizer, bool(a["centering"]),
+        int(a["seed"]), dtype, vis, hid, a["weight_scale"], eval_every, a["log_likelihood"],
+        checkpoint_dir, bool(a["resume"]), bool(a["progress"]), tuple(a["callbacks"]), devices,
+        tuple(a["monitors"]),
+    )  # fmt: skip
+    return config, train, test
+
+
+# --- the initial state, checkpoints -----------------------------------------------------------
+
+
+def _initial_state(config: FitConfig, trainer: Trainer, train, keys) -> TrainState:
+    """Model initialisation from the data (base-rate visible biases, small random weights,
+    unit parameters from the data) and the trainer's state."""
+    key_init, key_chains, key_run = keys
+    vis, dtype = config.visible_units, config.dtype
+    params = init_params(
+        key_init, train.shape[1], config.n_hidden, weight_scale=config.weight_scale,
+        visible_bias=base_rate_bias(train, vis), visible_units=vis,
+        hidden_units=config.hidden_units, dtype=dtype,
+    )  # fmt: skip
+    params = params.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
+    return trainer.init(key_chains, params, jnp.asarray(train, dtype), config.batch_size, key_run)
+
+
+def _state_to_arrays(state: TrainState) -> dict:
+    arrays = {}
+    for i, leaf in enumerate(jax.tree.leaves(state._replace(key=None))):
+        arrays[f"leaf_{i:04d}"] = np.asarray(leaf)
+    arrays["key"] = np.asarray(jax.random.key_data(state.key))
+    return arrays
+
+
+def _state_from_arrays(template: TrainState, arrays: dict) -> TrainState:
+    leaves, treedef = jax.tree.flatten(template._replace(key=None))
+    if sum(name.startswith("leaf_") for name in arrays) != len(leaves):
+        raise ValueError("the checkpoint does not match this training configuration")
+    new_leaves = []
+    for i, old in enumerate(leaves):
+        new = arrays[f"leaf_{i:04d}"]
+        if new.shape != np.shape(old):
+            raise ValueError(
+                f"checkpoint array {i} has shape {new.shape}, this run expects {np.shape(old)}"
+            )
+        new_leaves.append(jnp.asarray(new, dtype=jnp.result_type(old)))
+    state = jax.tree.unflatten(treedef, new_leaves)
+    return state._replace(key=jax.random.wrap_key_data(jnp.asarray(arrays["key"])))
+
+
+def _resume(path, signature, state):
+    """``(state, history, epoch)`` from the checkpoint at ``path``, if it matches."""
+    arrays, meta = io.load_checkpoint(path)
+    if meta["signature"] != signature:
+        diff = {
+            name: (meta["signature"].get(name), value)
+            for name, value in signature.items()
+            if meta["signature"].get(name) != value
+        }
+        raise ValueError(
+            f"cannot resume from {path}: it was written with different settings "
+            f"(name: (checkpoint, now)) {diff}"
+        )
+    return _state_from_arrays(state, arrays), meta["history"], int(meta["epoch"])
+
+
+def _diverged(epoch, path, last_good):
+    where = (
+        f"the last good checkpoint (epoch {last_good}) is intact at {path}; resume from it "
+        "with fit(..., resume=True) after changing the settings that diverged, or read it with "
+        "numpyro_rbm.io.load_checkpoint"
+        if path is not None and os.path.exists(path)
+        else "pass checkpoint_dir to keep the last good state"
+    )
+    return TrainingDiverged(
+        f"the parameters became NaN or infinite during epoch {epoch}; {where}. Lower the "
+        "learning_rate or add weight_decay."
+    )
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+class _Loop:
+    """The host side of training: when to stop the compiled loop, what to do there."""
+
+    def __init__(self, config, trainer, train, test, key_eval, history, signature):
+        self.config, self.trainer = config, trainer
+        self.train, self.test = train, test
+        self.key_eval = key_eval
+        self.history, self.signature = history, signature
+        self.monitors = default_monitors(config.log_likelihood) + config.monitors
+        self.timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+        self.bar = None
+        self.warned = False
+
+    def next_stop(self, done):
+        """The next epoch at which Python must look at the state (evaluation, checkpoint,
+        end); the epochs up to it run inside one compiled call."""
+        cfg = self.config
+        if cfg.checkpoint_dir is not None:
+            return done + 1
+        stop = cfg.epochs
+        if cfg.eval_every is not None:
+            stop = min(stop, (done // cfg.eval_every + 1) * cfg.eval_every)
+        if self.bar is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
+            stop = min(stop, done + max(1, cfg.epochs // MAX_EVALUATIONS))
+        return stop
+
+    def evaluate(self, epoch, state, info):
+        """Runs the monitors; returns the metrics (also appended to the history)."""
+        params = self.trainer.standard_params(state)
+        key = jax.random.fold_in(self.key_eval, epoch)
+        ctx = MonitorContext(
+            epoch, params, state, self.config.negative_phase, info, self.train, self.test, key
+        )
+        metrics = {"epoch": epoch}
+        for i, monitor in enumerate(self.monitors):  # each monitor its own key
+            metrics.update(monitor(ctx._replace(key=jax.random.fold_in(key, i))))
+        for name, value in metrics.items():
+            self.history.setdefault(name, []).append(value)
+        self.warn_if_not_mixing(epoch, metrics.get("chain_rhat"))
+        return metrics
+
+    def warn_if_not_mixing(self, epoch, rhat):
+        if rhat is None or not rhat > RHAT_WARNING or self.warned:
+            return
+        self.warned = True  # once per run: later values are in history["chain_rhat"]
+        warnings.warn(
+            f"epoch {epoch}: the persistent chains are not mixing (split R-hat of their free "
+            f"energy {rhat:.2f} > {RHAT_WARNING}); the negative phase is unreliable. Try "
+            "method='pt', more sweeps k, or a smaller learning_rate (history['chain_rhat'] has "
+            "the value at every evaluation)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def show(self, metrics):
+        if self.bar is not None:
+            shown = {n: f"{v:.4g}" for n, v in metrics.items() if n != "epoch"}
+            self.bar.set_postfix({n: v for n, v in shown.items() if isinstance(metrics[n], float)})
+
+    def checkpoint(self, epoch, state):
+        meta = {"epoch": epoch, "history": self.history, "signature": self.signature}
+        io.save_checkpoint(self.config.checkpoint_path, _state_to_arrays(state), meta)
+
+    def run(self, state, start):
+        cfg, epoch, last_good = self.config, start, start
+        while epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            n_run = self.next_stop(epoch) - epoch
+            new_state, info, finite, ran = run_epochs(
+                self.trainer, state, self.train, n_run, batch_size=cfg.batch_size,
+                devices=cfg.devices,
+            )  # fmt: skip
+            finite = bool(finite)  # blocks until the epochs are done
+            self.timings["train_s"] += time.perf_counter() - t0
+            if not finite:
+                raise _diverged(epoch + int(ran), cfg.checkpoint_path, last_good)
+            epoch, state, stop = epoch + int(ran), new_state, False
+            if cfg.eval_every is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                t0 = time.perf_counter()
+                metrics = self.evaluate(epoch, state, info)
+                self.timings["eval_s"] += time.perf_counter() - t0
+                self.show(metrics)
+                params = self.trainer.standard_params(state)
+                stop = any(bool(cb(epoch, params, metrics)) for cb in cfg.callbacks)
+            if cfg.checkpoint_dir is not None:
+                self.checkpoint(epoch, state)
+                last_good = epoch
+            if self.bar is not None:
+                self.bar.update(int(ran))
+            if stop:
+                break
+        return state
+
+
+def _place(config: FitConfig, state: TrainState, train):
+    """Puts the state and the data on the devices of data-parallel training."""
+    if config.devices is None:
+        return state, train
+    mesh = Mesh(np.asarray(config.devices), (DATA_AXIS,))
+    state = jax.device_put(state, state_shardings(config.negative_phase, state, mesh))
+    return state, jax.device_put(train, NamedSharding(mesh, PartitionSpec()))
+
+
+def fit(
+    data,
+    n_hidden: int,
+    *,
+    method: str | NegativePhase = "pcd",
+    epochs: int | None = None,
+    batch_size: int = 10,
+    learning_rate: float | Callable = 0.01,
+    optimizer: optax.GradientTransformation | None = None,
+    k: int = 1,
+    num_chains: int = 100,
+    num_temperatures: int = 10,
+    centering: bool = True,
+    weight_decay: float = 0.0,
+    l1_decay: float = 0.0,
+    seed: int = 0,
+    dtype="float32",
+    visible_units="bernoulli",
+    hidden_units="bernoulli",
+    weight_scale: float = 0.01,
+    test_data=None,
+    eval_every: int | str | None = "auto",
+    log_likelihood: str | None = "auto",
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callable] = (),
+    devices: Sequence[jax.Device] | None = None,
+    monitors: Sequence[Callable] = (),
+) -> FitResult:
+    r"""Trains an RBM on ``data`` by stochastic maximum likelihood.
+
+    Each epoch shuffles the data, cuts it into ``len(data) // batch_size`` minibatches (the
+    remainder is left out of that epoch; a different remainder each epoch) and makes one
+    optimiser update per minibatch inside a :func:`jax.lax.scan`; the epochs between two
+    evaluations run in one compiled :func:`jax.lax.while_loop`, compiled once per settings
+    and shapes (later calls with the same ones reuse it). Visible biases start at the data's
+    base rates (Hinton's guide), weights at :math:`\mathcal N(0, \text{weight\_scale}^2)`.
+    Everything is a function of ``seed``: the same call gives the same parameters, and a
+    resumed run equals an uninterrupted one. ``fit`` composes the pieces of
+    :mod:`numpyro_rbm.learning` (``docs/architecture.md``).
+
+    Args:
+        data: training examples ``(N, n_visible)`` holding the visible unit values.
+        n_hidden: number of hidden units.
+        method: ``"pcd"`` (persistent contrastive divergence / SML), ``"cd"`` (CD-k), ``"pt"``
+            (parallel tempering), or a :class:`~numpyro_rbm.learning.NegativePhase` (which
+            carries its own settings: ``k``, ``num_chains`` and ``num_temperatures`` are then
+            not used).
+        epochs: total number of passes over the data. ``None`` (the default) trains for 100
+            epochs or 10,000 parameter updates, whichever is more, so that a small data set
+            (30 bars-and-stripes patterns make 3 updates an epoch) still gets enough updates.
+        batch_size: examples per update.
+        learning_rate: initial step size of the default optimiser, Adam with the step size
+            decayed to 1% of ``learning_rate`` over the run by a cosine schedule; or an optax
+            schedule, used as is.
+        optimizer: any ``optax.GradientTransformation``; overrides ``learning_rate``.
+        k: Gibbs sweeps per update (per replica for ``"pt"``).
+        num_chains: persistent chains (per temperature for ``"pt"``).
+        num_temperatures: rungs of the parallel-tempering ladder, :math:`\beta` evenly spaced
+            in :math:`[0, 1]`.
+        centering: train in centered coordinates (recommended; see
+            :mod:`numpyro_rbm.learning.loss`).
+        weight_decay: L2 penalty :math:`\tfrac{\lambda_2}{2}\|W\|^2` on the weights.
+        l1_decay: L1 penalty :math:`\lambda_1 \|W\|_1` on the weights.
+        seed: the integer seed of all randomness.
+        dtype: ``"float32"`` or ``"float64"`` (needs ``jax.enable_x64``).
+        visible_units, hidden_units: unit types (``"bernoulli"`` or ``"spin"``; visible also
+            ``"gaussian"`` (real data) or ``Potts(q)`` (integer sequences), hidden also
+            ``"relu"``; see ``docs/units.md``).
+        weight_scale: standard deviation of the initial weights.
+        test_data: optional held-out examples, monitored alongside the training data.
+        eval_every: evaluate the monitoring metrics every this many epochs (and after the
+            last); ``"auto"`` (the default) every ``max(1, epochs // 100)`` epochs, at most
+            about 100 evaluations; ``None`` turns monitoring off. The epochs between two
+            evaluations (or checkpoints) run inside one compiled call.
+        log_likelihood: ``"auto"`` (exact when the smaller layer has at most 20 units, else
+            AIS; :func:`numpyro_rbm.ais.choose_method`), ``"exact"``, ``"ais"`` or ``None``.
+        checkpoint_dir: folder for an atomic checkpoint after every epoch and the final
+            ``params.npz``.
+        resume: continue from the checkpoint in ``checkpoint_dir`` up to ``epochs``.
+        progress: show a tqdm progress bar with the latest metrics.
+        callbacks: functions ``callback(epoch, params, metrics) -> bool | None`` called after
+            each evaluation; returning ``True`` stops training.
+        devices: data-parallel training over these devices (e.g. ``jax.devices()``): every
+            minibatch and the persistent chains are split evenly across them, parameters and
+            optimiser state are replicated, and XLA reduces the gradients. ``batch_size`` and
+            ``num_chains`` must be multiples of ``len(devices)``. Same seed, same result as on
+            one device, up to the order of floating-point sums. ``None``: one device.
+        monitors: more monitors, ``monitor(ctx) -> {name: value}`` of a
+            :class:`~numpyro_rbm.learning.MonitorContext`, run after the built-in ones.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: for invalid arguments or data, with what to change.
+        TrainingDiverged: when the parameters become NaN or infinite; the last good
+            checkpoint (if ``checkpoint_dir`` is set) is left intact.
+    """
+    args = dict(locals())
+    config, train, test = _configure(args.pop("data"), args.pop("test_data"), n_hidden, args)
+    trainer = build_trainer(config.negative_phase, config.optimizer, centering=config.centering)
+    key_init, key_chains, key_run, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
+    train = jnp.asarray(train, config.dtype)
+    test = None if test is None else jnp.asarray(test, config.dtype)
+    state = _initial_state(config, trainer, train, (key_init, key_chains, key_run))
+    signature = config.signature(train.shape[0], train.shape[1])
+    history, start = {}, 0
+    if config.resume and os.path.exists(config.checkpoint_path):
+        state, history, start = _resume(config.checkpoint_path, signature, state)
+    t0 = time.perf_counter()
+    state, train = _place(config, state, train)
+    # Compile (or find the cached loop) now, so that train_s is pure training time.
+    jax.block_until_ready(
+        run_epochs(trainer, state, train, 0, batch_size=config.batch_size, devices=config.devices)
+    )
+    loop = _Loop(config, trainer, train, test, key_eval, history, signature)
+    loop.timings["compile_s"] = time.perf_counter() - t0
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        desc = f"fit[{config.method}]"
+        loop.bar = tqdm(total=config.epochs, initial=start, desc=desc, unit="epoch")
+    try:
+        state = loop.run(state, start)
+    finally:
+        if loop.bar is not None:
+            loop.bar.close()
+    params = trainer.standard_params(state)
+    if config.checkpoint_dir is not None:
+        path = os.path.join(config.checkpoint_dir, PARAMS_FILE)
+        io.save_params(path, params, {"signature": signature})
+    chains = config.negative_phase.chains(state.chains)
+    return FitResult(params, chains, loop.history, state.opt_state, state.key, state, loop.timings)

@@ -1,0 +1,189 @@
+r"""Monitors: what :func:`~numpyro_rbm.fit` measures at each evaluation.
+
+A monitor is any function ``monitor(ctx) -> {name: value}`` of a :class:`MonitorContext`
+(the epoch, the parameters in standard coordinates, the training state, the negative phase,
+its info, the training and test layers, and a PRNG key for this evaluation); the values
+(floats, or lists of floats) are appended to ``FitResult.history[name]``. ``fit`` runs
+:func:`default_monitors` and then the user's ``monitors=``.
+
+The built-in ones:
+
+* :func:`reconstruction_error`: mean squared error of the mean-field reconstruction
+  :math:`\mathbb{E}[v \mid h = \mathbb{E}[h \mid v]]` (cheap, but not a likelihood);
+* :func:`pseudo_log_likelihood_monitor`: Besag's (1975) pseudo-log-likelihood (two-state
+  visible units);
+* :func:`log_likelihood_monitor`: exact or AIS log-likelihood of the training and test sets,
+  chosen by :func:`numpyro_rbm.ais.choose_method`;
+* :func:`chain_rhat`: split :math:`\hat R` of the persistent chains, run on by the negative
+  phase's own transition at fixed parameters (:mod:`numpyro_rbm.diagnostics`);
+* :func:`info_monitor`: what the negative phase reports (parallel tempering's swap rates).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._threefry import threefry_split
+from ..ais import estimate_log_z
+from ..core import RBMParams, free_energy, hidden_mean, visible_mean
+from .negative import NegativePhase
+
+__all__ = [
+    "MonitorContext",
+    "reconstruction_error",
+    "pseudo_log_likelihood",
+    "pseudo_log_likelihood_monitor",
+    "reconstruction_error_monitor",
+    "log_likelihood_monitor",
+    "chain_rhat",
+    "info_monitor",
+    "default_monitors",
+]
+
+#: Rows of the training set the cheap monitors read (a fixed subset bounds their cost).
+MONITOR_ROWS = 1000
+
+
+class MonitorContext(NamedTuple):
+    """What a monitor sees at one evaluation."""
+
+    #: The number of epochs done.
+    epoch: int
+    #: The parameters, standard coordinates.
+    params: RBMParams
+    #: The full :class:`~numpyro_rbm.learning.trainer.TrainState`.
+    state: Any
+    #: The negative phase being trained with.
+    negative_phase: NegativePhase
+    #: The negative phase's info, averaged over the last epoch's updates.
+    info: dict
+    #: The training layer ``(N, n_visible)``.
+    train: jax.Array
+    #: The test layer, or ``None``.
+    test: jax.Array | None
+    #: A PRNG key for this evaluation.
+    key: jax.Array
+
+
+# --- pure measures -------------------------------------------------------------------------------
+
+
+def reconstruction_error(params: RBMParams, v):
+    r"""Mean squared error per unit of the mean-field reconstruction
+    :math:`\mathbb{E}[v \mid h = \mathbb{E}[h \mid v]]`. Cheap, but not a likelihood: a
+    small value does not mean a good model."""
+    recon = visible_mean(params, hidden_mean(params, v))
+    return jnp.mean((v - recon) ** 2)
+
+
+def pseudo_log_likelihood(params: RBMParams, v):
+    r"""Average exact pseudo-log-likelihood :math:`\frac1N\sum_n\sum_i \log p(v_{ni} \mid
+    v_{n,-i})`, with :math:`\log p(v_i \mid v_{-i}) = \log\sigma\big(F(\bar v^{(i)}) - F(v)\big)`
+    where :math:`\bar v^{(i)}` flips unit :math:`i` (Besag 1975); two-state visible units."""
+    low, high = params.visible_units.values
+    delta = (low + high - 2 * v)[..., :, None]  # (N, n_v, 1): change of v_i when flipped
+    field = (params.hidden_bias + v @ params.weights)[..., None, :]  # (N, 1, n_h)
+    a = params.hidden_layer.log_partition
+    d_free = -params.visible_bias * delta[..., 0] - (
+        a(field + delta * params.weights) - a(field)
+    )  # F(flipped) - F(v), (N, n_v)
+    return jnp.mean(jnp.sum(jax.nn.log_sigmoid(d_free), axis=-1))
+
+
+_reconstruction_error = jax.jit(reconstruction_error)
+_pseudo_log_likelihood = jax.jit(pseudo_log_likelihood)
+
+
+# --- monitors ----------------------------------------------------------------------------------
+
+
+def reconstruction_error_monitor(ctx: MonitorContext) -> dict:
+    """``{"reconstruction_error": ...}`` on the first 1000 training rows."""
+    value = _reconstruction_error(ctx.params, ctx.train[:MONITOR_ROWS])
+    return {"reconstruction_error": float(value)}
+
+
+def pseudo_log_likelihood_monitor(ctx: MonitorContext) -> dict:
+    """``{"pseudo_log_likelihood": ...}`` on the first 1000 training rows (NaN for visible
+    units that are not two-state)."""
+    if ctx.params.visible_units.values is None:
+        return {"pseudo_log_likelihood": math.nan}
+    value = _pseudo_log_likelihood(ctx.params, ctx.train[:MONITOR_ROWS])
+    return {"pseudo_log_likelihood": float(value)}
+
+
+@jax.jit
+def _mean_neg_free_energy(params, v):
+    return jnp.mean(-free_energy(params, v))
+
+
+def log_likelihood_monitor(method: str = "auto", *, num_runs: int = 64, betas=1000) -> Callable:
+    """A monitor of ``train_log_likelihood`` (and ``test_log_likelihood`` with test data): exact,
+    or AIS with ``num_runs`` runs of ``betas`` temperatures (base model from the training set),
+    as :func:`numpyro_rbm.ais.choose_method` decides for ``method``."""
+
+    def monitor(ctx: MonitorContext) -> dict:
+        log_z = estimate_log_z(
+            ctx.params, method=method, key=ctx.key, data=ctx.train, num_runs=num_runs,
+            betas=betas,
+        )  # fmt: skip
+        log_z = float(getattr(log_z, "log_z", log_z))
+        out = {"train_log_likelihood": float(_mean_neg_free_energy(ctx.params, ctx.train)) - log_z}
+        if ctx.test is not None:
+            test = float(_mean_neg_free_energy(ctx.params, ctx.test))
+            out["test_log_likelihood"] = test - log_z
+        return out
+
+    monitor.method = method
+    return monitor
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _phase_trace(phase: NegativePhase, params, state, key, num_draws: int):
+    """The model's chains after each of ``num_draws`` steps of the negative phase at fixed
+    parameters: ``(chains, draws, n_visible)``."""
+
+    def body(state, key):
+        state = phase.step(key, params, state, None)[1]
+        return state, phase.chains(state)
+
+    _, trace = jax.lax.scan(body, state, threefry_split(key, num_draws))
+    return jnp.swapaxes(trace, 0, 1)
+
+
+def chain_rhat(ctx: MonitorContext, num_draws: int = 50) -> dict:
+    """``{"chain_rhat": ...}``: the persistent chains run on for ``num_draws`` steps of their
+    own transition at fixed parameters (for parallel tempering, sweeps *and* swaps: the chain
+    that really supplies the samples), diagnosed by :func:`numpyro_rbm.diagnostics.chain_rhat`
+    (``inf`` when the chains never move). Empty for negative phases without persistent
+    chains."""
+    from ..diagnostics import trace_rhat
+
+    phase = ctx.negative_phase
+    if not phase.persistent:
+        return {}
+    if np.shape(phase.chains(ctx.state.chains))[0] < 2:
+        return {"chain_rhat": math.nan}
+    trace = _phase_trace(phase, ctx.params, ctx.state.chains, ctx.key, num_draws)
+    return {"chain_rhat": trace_rhat(ctx.params, trace)}
+
+
+def info_monitor(ctx: MonitorContext) -> dict:
+    """The negative phase's info as lists of floats (e.g. ``swap_rate`` per pair of rungs)."""
+    return {name: [float(x) for x in np.ravel(value)] for name, value in ctx.info.items()}
+
+
+def default_monitors(log_likelihood: str | None = "auto") -> tuple[Callable, ...]:
+    """``fit``'s monitors: reconstruction error, pseudo-log-likelihood, log-likelihood (unless
+    ``log_likelihood`` is ``None``), chain R-hat and the negative phase's info."""
+    monitors = [reconstruction_error_monitor, pseudo_log_likelihood_monitor]
+    if log_likelihood is not None:
+        monitors.append(log_likelihood_monitor(log_likelihood))
+    return (*monitors, chain_rhat, info_monitor)

@@ -1,0 +1,436 @@
+r"""The :class:`UnitType` contract, parametric unit types, and the registry of unit types.
+
+A unit type is everything the rest of the library needs to know about one layer's units:
+the conditional distribution (log-partition, mean, sampler, base measure, support), how the
+layer is enumerated (two-state units), how a NumPyro site value maps to the layer the core
+computes with, how user data are checked and encoded, the independent model matching data
+marginals, and a random initial state for chains. Code outside :mod:`numpyro_rbm.units`
+calls these methods and never branches on a unit's class.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import constraints
+
+__all__ = [
+    "UnitType",
+    "ParametricUnitType",
+    "BoundUnits",
+    "register_unit_type",
+    "as_unit_type",
+    "registered_unit_types",
+    "base_rate_bias",
+    "check_data",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitType:
+    """Base class of a unit type. Subclasses are frozen dataclasses (hashable, static in jit).
+
+    A new unit type implements :meth:`log_partition`, :meth:`mean`, :meth:`sample` and
+    :meth:`in_support` (and :meth:`base_log_measure` when its base measure is not counting
+    measure), and is made loadable from files with :func:`register_unit_type`;
+    ``docs/architecture.md`` has a worked example.
+
+    Attributes:
+        name: the short name users may pass instead of an instance (``"bernoulli"``).
+        values: the unit's discrete values ``(low, high)`` for two-state units, or ``None``
+            for units whose layer cannot be enumerated.
+    """
+
+    name: ClassVar[str] = "abstract"
+    values: ClassVar[tuple[float, float] | None] = None
+    #: Names of the unit type's per-unit parameter arrays (none for discrete units).
+    param_names: ClassVar[tuple[str, ...]] = ()
+
+    # --- the conditional distribution of one layer given the other ------------------------
+
+    def log_partition(self, field):
+        r""":math:`\sum_i A(\phi_i)` over the last axis."""
+        raise NotImplementedError
+
+    def mean(self, field):
+        r"""The conditional mean :math:`A'(\phi)`, elementwise."""
+        raise NotImplementedError
+
+    def sample(self, key, field):
+        """Draws ``x ~ p(x | field)`` elementwise, in ``field``'s dtype."""
+        raise NotImplementedError
+
+    def base_log_measure(self, x):
+        r""":math:`\sum_i \log \mu(x_i)` over the last axis (zero for discrete units)."""
+        return jnp.zeros(jnp.shape(x)[:-1], dtype=jnp.result_type(x))
+
+    def in_support(self, x):
+        """Elementwise boolean: is ``x`` a value this unit can take."""
+        raise NotImplementedError
+
+    def random_layer(self, key, field):
+        """A random layer state to start chains from (cheap, never enumerates): a draw from
+        the conditional at ``field``; two-state and Potts units draw uniformly instead."""
+        return self.sample(key, field)
+
+    # --- enumeration ----------------------------------------------------------------------
+
+    @property
+    def enumerable(self) -> bool:
+        """Whether a layer of these units can be summed over state by state."""
+        return self.values is not None
+
+    def states_from_bits(self, bits):
+        """Maps a {0, 1} bit array to this unit's two values (for enumeration)."""
+        low, high = self.values
+        return low + (high - low) * bits
+
+    @property
+    def softplus_form(self) -> tuple[float, float] | None:
+        r"""``(l, s)`` when :math:`A(\phi) = l\phi + \mathrm{softplus}(s\phi)` exactly (two-state
+        units with counting measure), which lets exact enumeration use its product form
+        (:mod:`numpyro_rbm.partition`); ``None`` otherwise."""
+        return None
+
+    # --- parameters -----------------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:
+        """The string :func:`as_unit_type` turns back into this unit type (saved in files):
+        the name, followed by the dataclass fields in parentheses when there are any."""
+        fields = dataclasses.fields(self)
+        if not fields:
+            return self.name
+        return f"{self.name}({','.join(repr(getattr(self, f.name)) for f in fields)})"
+
+    def bind(self, unit_params):
+        """This layer's units with their parameters; parameter-free types return ``self``."""
+        if unit_params:
+            raise ValueError(f"{self.name} units take no parameters, got {unit_params!r}")
+        return self
+
+    def init_unit_params(self, n_units: int, dtype=jnp.float32):
+        """Default per-unit parameters (``None`` for parameter-free types)."""
+        return None
+
+    def check_unit_params(self, unit_params, n_units: int):
+        if unit_params:
+            raise ValueError(f"{self.name} units take no parameters, got {unit_params!r}")
+
+    # --- the layer and the values a NumPyro site holds --------------------------------------
+
+    def check_size(self, n_units: int) -> None:
+        """Raises a ``ValueError`` when a layer cannot have ``n_units`` units."""
+
+    def site_size(self, n_units: int) -> int:
+        """The length of a site value (an event) for a layer of ``n_units`` units."""
+        return n_units
+
+    def to_layer(self, value, dtype):
+        """A site value ``(..., site_size)`` as the layer ``(..., n_units)`` the core uses."""
+        return jnp.asarray(value).astype(dtype)
+
+    def from_layer(self, layer, dtype=None):
+        """Inverse of :meth:`to_layer` (``dtype``: of the site value; default the layer's)."""
+        return layer if dtype is None else jnp.asarray(layer).astype(dtype)
+
+    def site_support(self):
+        """The NumPyro constraint of a site value (event dimension 1)."""
+        return constraints.real_vector
+
+    #: What a site value is, for messages ("a state of shape (3,)").
+    site_noun: ClassVar[str] = "a state"
+
+    def check_site_value(self, value, what: str) -> None:
+        """Raises a ``ValueError`` when the concrete site ``value`` leaves the support."""
+        if not bool(np.all(np.asarray(self.site_support()(jnp.asarray(value))))):
+            raise ValueError(f"{what} must hold {self.name} states (support {self.spec})")
+
+    # --- data -----------------------------------------------------------------------------
+
+    def prepare_data(self, data, name: str = "data"):
+        """Checks user ``data`` (examples x columns) and returns the layer as float64 NumPy;
+        raises a ``ValueError`` naming the first bad row and column and the fix."""
+        raise ValueError(f"{self.name} units cannot be the visible layer of a trained RBM")
+
+    def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
+        """Visible biases of the independent model matching the marginals of the layer
+        ``data`` ``(N, n_units)``, float64 NumPy."""
+        raise ValueError(f"{self.name} units have no data-matched independent model")
+
+    def unit_params_from_data(self, data, dtype=jnp.float32):
+        """Initial unit parameters from the data (the defaults unless overridden)."""
+        return self.init_unit_params(np.shape(data)[-1], dtype)
+
+
+class TwoStateUnits(UnitType):
+    """Shared behaviour of units with two values ``values = (low, high)``: enumeration, data
+    checks, the base-rate bias and uniform random states. (A mixin; not registered.)"""
+
+    def random_layer(self, key, field):
+        bits = jax.random.bernoulli(key, 0.5, jnp.shape(field))
+        return self.states_from_bits(bits.astype(jnp.result_type(field)))
+
+    def prepare_data(self, data, name: str = "data"):
+        arr = as_2d_float(data, name)
+        low, high = self.values
+        bad = ~((arr == low) | (arr == high))
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name} must hold only the {self.name} values {{{low:g}, {high:g}}}; row "
+                f"{row}, column {col} is {float(arr[row, col]):g} ({int(bad.sum())} bad "
+                "entries). Binarise the data first (e.g. x >= threshold) or pick "
+                "visible_units to match"
+            )
+        return arr
+
+    def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
+        r"""With :math:`q_i = (n_i + \alpha)/(N + 2\alpha)` the smoothed frequency of the high
+        value :math:`x_+`, :math:`b_i = \operatorname{logit}(q_i)/(x_+ - x_-)`, since
+        :math:`p(x_i = x_+) = \sigma((x_+ - x_-) b_i)` for an independent unit."""
+        low, high = self.values
+        data = np.asarray(data, np.float64)
+        q = (np.sum(data == high, axis=0) + pseudocount) / (data.shape[0] + 2.0 * pseudocount)
+        return (np.log(q) - np.log1p(-q)) / (high - low)
+
+
+def first_bad(bad, name, what, fix):
+    """Raises a ValueError naming the first ``True`` entry of the 2-D mask ``bad``."""
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name} row {row}, column {col}: {what} ({int(bad.sum())} bad entries). {fix}"
+        )
+
+
+def as_2d_float(data, name):
+    """``data`` as a non-empty 2-D float64 NumPy array, or a ``ValueError`` saying why not."""
+    try:
+        arr = np.asarray(data)
+    except Exception as err:  # ragged lists and the like
+        raise ValueError(f"{name} must be a 2-D array of unit values: {err}") from err
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 2-D array (examples x columns), got shape "
+            f"{arr.shape}; reshape images to one row per example, e.g. x.reshape(len(x), -1)"
+        )
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def check_data(data, units, name: str = "data", n_visible: int | None = None, *, layer=False):
+    """The one data check. ``data`` holds one example per row: user values, which the visible
+    unit type checks and encodes (:meth:`UnitType.prepare_data`; Potts sequences become
+    one-hot), or with ``layer=True`` the layer itself (one-hot for Potts units), whose entries
+    must lie in the units' support. The width is checked against ``n_visible`` units.
+
+    Returns:
+        The layer as float64 NumPy ``(N, n_visible)``.
+
+    Raises:
+        ValueError: naming what is wrong (shape, first bad row and column) and the fix.
+    """
+    units = as_unit_type(units)
+    if not layer:
+        arr = units.prepare_data(data, name)
+        if n_visible is not None and arr.shape[1] != n_visible:
+            raise ValueError(
+                f"{name} has {arr.shape[1]} columns but the model has {n_visible} visible units"
+            )
+        return arr
+    arr = np.asarray(data)
+    if arr.ndim != 2 or (n_visible is not None and arr.shape[-1] != n_visible):
+        raise ValueError(
+            f"{name} must have shape (num_examples, n_visible={n_visible}), got {arr.shape}"
+        )
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name} is empty")
+    if not bool(np.all(np.asarray(units.in_support(arr)))):
+        raise ValueError(
+            f"{name} has values outside the support of the visible units ({units.spec}: "
+            f"{units.values}); binarise it first (Gaussian units: finite values; Potts units: "
+            "the one-hot layer, Potts(q).one_hot(sequences))"
+        )
+    return arr.astype(np.float64)
+
+
+def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_params=None):
+    r"""Visible biases of the *base-rate* model: independent units matching the data marginals
+    (Hinton's guide), from the unit type's :meth:`~UnitType.bias_from_data`.
+
+    For two-state units with values :math:`(x_-, x_+)`, :math:`b_i =
+    \operatorname{logit}(q_i)/(x_+ - x_-)` with :math:`q_i = (n_i + \alpha)/(N + 2\alpha)` the
+    smoothed frequency of :math:`x_+`; the pseudo-count :math:`\alpha` keeps units that never
+    (or always) fire at a finite bias. Gaussian units: :math:`b_i = \lambda_i \bar v_i` with the
+    precisions ``unit_params`` (default: from the data's variance). Potts units: the log of the
+    smoothed site frequencies in the zero-sum gauge.
+
+    Args:
+        data: the layer ``(N, n_visible)`` (one-hot for Potts units).
+        units: the visible unit type (a name or :class:`UnitType`).
+        pseudocount: :math:`\alpha > 0`.
+        unit_params: the units' parameters, where the independent model needs them.
+
+    Returns:
+        The biases, shape ``(n_visible,)``, float64 NumPy (cast them to your dtype).
+    """
+    units = as_unit_type(units)
+    if not pseudocount > 0:
+        raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
+    data = np.asarray(data, np.float64)
+    if data.ndim != 2 or data.shape[0] < 1:
+        raise ValueError(f"data must have shape (num_examples, n_visible), got {data.shape}")
+    if not np.all(np.asarray(units.in_support(data))):
+        raise ValueError(f"data has values outside {units.name} units' support {units.spec}")
+    return units.bias_from_data(data, pseudocount, unit_params)
+
+
+# --- units with learnable parameters ------------------------------------------------------
+
+
+class BoundUnits:
+    """A parametric unit type together with its parameter arrays (what the layer computes
+    with). Made by :meth:`UnitType.bind`, used transiently inside functions, never stored as
+    static metadata. It exposes the methods of a parameter-free unit type."""
+
+    def __init__(self, units, unit_params):
+        self.units = units
+        self.unit_params = unit_params
+
+    name = property(lambda self: self.units.name)
+    values = property(lambda self: self.units.values)
+    enumerable = property(lambda self: self.units.enumerable)
+    softplus_form = property(lambda self: self.units.softplus_form)
+
+    def log_partition(self, field):
+        return self.units.log_partition(field, self.unit_params)
+
+    def mean(self, field):
+        return self.units.mean(field, self.unit_params)
+
+    def sample(self, key, field):
+        return self.units.sample(key, field, self.unit_params)
+
+    def random_layer(self, key, field):
+        return self.units.random_layer(key, field, self.unit_params)
+
+    def base_log_measure(self, x):
+        return self.units.base_log_measure(x, self.unit_params)
+
+    def in_support(self, x):
+        return self.units.in_support(x)
+
+    def states_from_bits(self, bits):
+        return self.units.states_from_bits(bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParametricUnitType(UnitType):
+    """A unit type with per-unit parameters (pytree leaves of :class:`~numpyro_rbm.RBMParams`).
+
+    Its methods take the parameter dictionary as an extra last argument (``None`` means the
+    defaults, zeros); :meth:`bind` returns an object with the parameter-free interface. Each
+    parameter is an array of shape ``(..., n_units)``.
+    """
+
+    def bind(self, unit_params):
+        return BoundUnits(self, unit_params)
+
+    def random_layer(self, key, field, unit_params=None):
+        return self.sample(key, field, unit_params)
+
+    def init_unit_params(self, n_units: int, dtype=jnp.float32):
+        return {name: jnp.zeros((n_units,), dtype) for name in self.param_names}
+
+    def check_unit_params(self, unit_params, n_units: int):
+        if unit_params is None:
+            return
+        if not isinstance(unit_params, dict) or set(unit_params) != set(self.param_names):
+            raise ValueError(
+                f"{self.name} units take the parameters {list(self.param_names)} (a dict of "
+                f"arrays of shape (..., {n_units})), got {unit_params!r}"
+            )
+        for name, x in unit_params.items():
+            if jnp.shape(x)[-1:] != (n_units,):
+                raise ValueError(
+                    f"{self.name} parameter {name!r} has shape {jnp.shape(x)}, expected "
+                    f"(..., {n_units})"
+                )
+
+
+def param(unit_params, name, like):
+    """The parameter array ``name`` (zeros, i.e. the default, when ``unit_params`` is None)."""
+    if unit_params is None:
+        return jnp.zeros((), jnp.result_type(like))
+    return unit_params[name]
+
+
+# --- the registry: unit types by name, for strings and files ---------------------------------
+
+_REGISTRY: dict[str, type[UnitType]] = {}
+
+
+def register_unit_type(cls: type[UnitType]) -> type[UnitType]:
+    """Registers a :class:`UnitType` subclass under its ``name`` (usable as a class decorator),
+    so that ``as_unit_type("name")`` and files saved by :mod:`numpyro_rbm.io` find it.
+
+    The class must be a frozen dataclass whose fields (if any) are plain literals (ints,
+    floats, strings, tuples): its :attr:`~UnitType.spec` is ``name(field, ...)`` and is parsed
+    back with :func:`ast.literal_eval`, so loading a file never executes code.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, UnitType)):
+        raise TypeError(f"register_unit_type needs a UnitType subclass, got {cls!r}")
+    name = cls.name
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name or "") or name == "abstract":
+        raise ValueError(
+            f"unit type {cls.__name__} needs a lower-case identifier as its `name` class "
+            f"attribute, got {name!r}"
+        )
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise TypeError(f"unit type {cls.__name__} must be a frozen dataclass")
+    known = _REGISTRY.get(name)
+    if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
+        raise ValueError(f"a unit type named {name!r} is already registered ({known!r})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registered_unit_types() -> dict[str, type[UnitType]]:
+    """The registered unit types, by name."""
+    return dict(_REGISTRY)
+
+
+_SPEC = re.compile(r"([a-z][a-z0-9_]*)(?:\((.*)\))?")
+
+
+def as_unit_type(unit) -> UnitType:
+    """Accepts a :class:`UnitType` instance or its spec: a registered name (``"bernoulli"``,
+    ``"spin"``, ``"gaussian"``, ``"relu"``, ``"drelu"``, case-insensitive) or a name with
+    arguments (``"potts(21)"``)."""
+    if isinstance(unit, UnitType):
+        return unit
+    if isinstance(unit, str):
+        match = _SPEC.fullmatch(unit.lower().replace(" ", ""))
+        if match and match.group(1) in _REGISTRY:
+            args = ()
+            if match.group(2) is not None:
+                try:
+                    args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
+                except (ValueError, SyntaxError):
+                    args = None
+            if args is not None:
+                return _REGISTRY[match.group(1)](*args)
+    names = sorted(n for n, cls in _REGISTRY.items() if not dataclasses.fields(cls))
+    raise ValueError(
+        f"unknown unit type {unit!r}: pass one of {names}, 'potts(q)' (e.g. 'potts(21)'), a "
+        "numpyro_rbm.units.UnitType instance, or the name of a type registered with "
+        "numpyro_rbm.units.register_unit_type"
+    )

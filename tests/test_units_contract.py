@@ -1,0 +1,106 @@
+"""The UnitType contract beyond the conditional distribution: derivatives of the
+log-partition, the registry and specs, data checks, random states and site values."""
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import numpyro_rbm as nrbm
+from numpyro_rbm import units
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "spin"])
+def test_log_partition_derivatives_are_the_conditional_moments(x64, name):
+    r"""A'(phi) is the conditional mean (the custom JVP that jax.grad of a free energy uses) and
+    A''(phi) its variance, for fields from -40 to 40, against the closed forms."""
+    unit = units.as_unit_type(name)
+    field = jnp.linspace(-40.0, 40.0, 81)
+    grad = jax.vmap(jax.grad(lambda x: unit.log_partition(x[None])))(field)
+    hess = jax.vmap(jax.grad(jax.grad(lambda x: unit.log_partition(x[None]))))(field)
+    f = np.asarray(field)
+    if name == "bernoulli":
+        mean = 1 / (1 + np.exp(-f))
+        var = mean * (1 - mean)
+        value = np.logaddexp(0, f)
+    else:
+        mean = np.tanh(f)
+        var = 1 - mean**2
+        value = np.logaddexp(f, -f)
+    np.testing.assert_allclose(grad, mean, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(hess, var, rtol=1e-9, atol=1e-30)
+    np.testing.assert_allclose(jax.vmap(lambda x: unit.log_partition(x[None]))(field), value)
+
+
+@pytest.mark.parametrize("spec", ["bernoulli", "spin", "gaussian", "relu", "drelu", "potts(5)"])
+def test_every_unit_type_round_trips_through_its_spec(spec):
+    unit = units.as_unit_type(spec)
+    assert units.as_unit_type(unit.spec) == unit
+    assert type(unit) in units.registered_unit_types().values()
+
+
+def test_registering_checks_the_class():
+    with pytest.raises(TypeError, match="UnitType subclass"):
+        units.register_unit_type(int)
+
+    @dataclasses.dataclass(frozen=True)
+    class Nameless(units.Bernoulli):
+        name: ClassVar[str] = "Not A Name"
+
+    with pytest.raises(ValueError, match="lower-case identifier"):
+        units.register_unit_type(Nameless)
+
+    @dataclasses.dataclass(frozen=True)
+    class Impostor(units.Bernoulli):
+        name: ClassVar[str] = "spin"
+
+    with pytest.raises(ValueError, match="already registered"):
+        units.register_unit_type(Impostor)
+    with pytest.raises(ValueError, match="unknown unit type"):
+        units.as_unit_type("potts(__import__('os'))")  # arguments are literals, never code
+
+
+@pytest.mark.parametrize("spec", ["bernoulli", "spin", "potts(3)"])
+def test_random_layers_are_uniform_states_in_the_support(spec):
+    unit = units.as_unit_type(spec)
+    field = jnp.zeros((4000, 6))
+    layer = unit.random_layer(jax.random.key(0), field)
+    assert bool(jnp.all(unit.in_support(layer)))
+    value = unit.from_layer(layer)
+    assert bool(jnp.all(unit.site_support()(value)))
+    np.testing.assert_array_equal(unit.to_layer(value, jnp.float32), layer)
+    # uniform: each unit takes each of its values about equally often (6 sigma)
+    levels = np.unique(np.asarray(value))
+    freq = np.mean(np.asarray(value)[..., None] == levels, axis=0)
+    q = len(levels)
+    assert np.all(np.abs(freq - 1 / q) < 6 * np.sqrt((1 / q) * (1 - 1 / q) / 4000))
+
+
+def test_check_data_names_the_first_bad_entry_for_every_unit_type():
+    bad = np.zeros((5, 3))
+    bad[2, 1] = 0.5
+    with pytest.raises(ValueError, match=r"row 2, column 1 is 0.5 \(1 bad entries\)"):
+        units.check_data(bad, "bernoulli")
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"row 2, column 1: is not finite"):
+        units.check_data(bad, "gaussian")
+    bad[2, 1] = 3
+    with pytest.raises(ValueError, match=r"row 2, column 1: is not a state in 0 \.\. 2"):
+        units.check_data(bad, "potts(3)")
+    with pytest.raises(ValueError, match="cannot be the visible layer"):
+        units.check_data(np.zeros((5, 3)), "relu")
+    with pytest.raises(ValueError, match="has 3 columns but the model has 4"):
+        units.check_data(np.zeros((5, 3)), "bernoulli", n_visible=4)
+    layer = units.check_data(np.array([[0, 2], [1, 1]]), "potts(3)")
+    np.testing.assert_array_equal(layer, [[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 1, 0]])
+
+
+def test_one_base_rate_bias_for_every_caller():
+    """The package, the AIS module, the training module and the units share one function."""
+    from numpyro_rbm import ais, training
+
+    assert ais.base_rate_bias is training.base_rate_bias is units.base_rate_bias
+    assert nrbm.learning.negative.base_rate_bias is units.base_rate_bias
