@@ -43,11 +43,13 @@ SCRIPT = textwrap.dedent(
             float(jnp.max(jnp.abs(a - b)))
             for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params))
         )
-        chains = four.state.chains
+        # PT's state is its replicas (T, M, n), split along M, plus the replicated ladder.
+        chains = four.state.chains.replicas if method == "pt" else four.state.chains
         spec = P(None, "data") if method == "pt" else P("data")
+        pairs = zip(jax.tree.leaves(one.state.chains), jax.tree.leaves(four.state.chains))
         report[method] = dict(
             param_diff=diff,
-            chains_equal=bool(np.array_equal(np.asarray(one.state.chains), np.asarray(chains))),
+            chains_equal=all(bool(np.array_equal(a, b)) for a, b in pairs),
             history_ll=[
                 one.history.get("train_log_likelihood"), four.history.get("train_log_likelihood")
             ],
@@ -61,13 +63,12 @@ SCRIPT = textwrap.dedent(
         states[method] = four.state
     if "pcd" in states:
         # The compiled loop really splits the work: XLA reduces the gradient across devices.
-        state = states["pcd"]
-        sharding = training._data_parallel_sharding(jax.devices(), state, "pcd")
-        cfg = (("batch_size", 8), ("centering", True), ("k", 1), ("l1_decay", 0.0),
-               ("method", "pcd"), ("offset_rate", 0.01), ("weight_decay", 0.0))
-        run = training._build_run(cfg, training._default_optimizer(0.01, 10), sharding)
-        betas = jnp.linspace(0.0, 1.0, 4)
-        hlo = run.lower(state, jnp.asarray(x, jnp.float64), betas, jnp.zeros(9), np.int32(1))
+        from numpyro_rbm.learning import PCD, CosineAdam, build_trainer
+        from numpyro_rbm.learning.trainer import _compiled_run
+
+        trainer = build_trainer(PCD(1, 16), CosineAdam(0.01, 3 * 14))
+        run = _compiled_run(trainer, 8, tuple(jax.devices()))
+        hlo = run.lower(states["pcd"], jnp.asarray(x, jnp.float64), np.int32(1))
         report["all_reduce"] = "all-reduce" in hlo.compile().as_text()
     try:
         training.fit(x, 6, batch_size=6, epochs=1, progress=False, devices=jax.devices())
