@@ -14,12 +14,13 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights
+from conftest import P_MIN, brute_joint_log_weights
 from scipy.special import logsumexp
 from scipy.stats import chisquare
 
-from numpyro_rbm import cli, datasets, training
+from numpyro_rbm import _commands, cli, datasets, diagnostics, training
 from numpyro_rbm import io as rbm_io
+from numpyro_rbm._progress import Progress
 
 FIGURES = ("learning_curves.png", "filters.png", "samples.png", "chains_rank.png")
 
@@ -60,7 +61,7 @@ def tiny(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "fit", interrupted_fit)
-        code, _, err = run_cli(
+        code, quiet_out, err = run_cli(
             "train", "--data", data_file, "--hidden", 4, "--epochs", 2, "--batch-size", 4,
             "--chains", 8, "--diagnostic-sweeps", 60, "--image-shape", "2x2", "--out", run,
             "--quiet",
@@ -68,9 +69,12 @@ def tiny(tmp_path_factory):
     assert code == 130 and f"numpyro-rbm train --out {run} --resume" in err
     assert not (run / "model.npz").exists()
     # Only --resume: data, sizes, epochs and seed come from the run's config.json.
-    code, out, err = run_cli("train", "--out", run, "--resume", "--quiet")
+    code, out, err = run_cli("train", "--out", run, "--resume")
     assert code == 0, err
-    return dict(folder=folder, run=run, data_file=data_file, data=data, out=out)
+    return dict(
+        folder=folder, run=run, data_file=data_file, data=data, out=out, err=err,
+        quiet_out=quiet_out,
+    )  # fmt: skip
 
 
 def test_train_writes_a_complete_run_folder(tiny):
@@ -109,23 +113,43 @@ def test_train_reports_the_exact_test_log_likelihood(tiny):
     printed = re.search(r"test log-likelihood \(exact\): (-?\d+\.\d+)", tiny["out"])
     assert printed, tiny["out"]
     assert float(printed.group(1)) == pytest.approx(brute.mean(), abs=1e-3)
-    # The chain verdict: R-hat and ESS of the free energy, and a line saying what they mean.
+    # The chain verdict is numpyro_rbm.diagnostics' (one R-hat, one threshold), over the
+    # --diagnostic-sweeps run, and its line says so.
     chains = summary["chains"]
-    assert chains["ok"] == (chains["rhat"] <= cli.RHAT_MAX and chains["ess_bulk"] >= cli.ESS_MIN)
-    assert re.search(r"chains: (OK|WARNING).*R-hat \d\.\d{4}", tiny["out"])
+    ess = min(chains["ess_bulk"], chains["ess_tail"])
+    assert chains["ok"] == (
+        chains["rhat"] <= diagnostics.RHAT_THRESHOLD and ess >= diagnostics.MIN_ESS
+    )
+    assert chains["sweeps"] == 500  # --diagnostic-sweeps is not stored: the default
+    line = re.search(
+        r"chains: (OK|WARNING).*R-hat (\d\.\d{4}) .*over 500 sweeps of 8 chains", tiny["out"]
+    )
+    assert line, tiny["out"]
+    assert float(line.group(2)) == pytest.approx(chains["rhat"], abs=1e-4)
+
+
+def _gaussian_statistics(rng, offsets, draws=500):
+    """Independent N(offset, 1) draws for each chain, as both chain statistics."""
+    x = rng.normal(size=(len(offsets), draws)) + np.asarray(offsets, float)[:, None]
+    return {"free_energy": x, "mean_activation": -x}
 
 
 def test_chain_verdict_tells_mixed_from_stuck_chains():
+    # numpy draws (the same on every machine); margins below hold for any seed (audit_cli.md)
     rng = np.random.default_rng(0)
-    mixed = cli.chain_verdict(rng.normal(size=(4, 500)))
+    mixed = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 0, 0]))
     assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1500
-    assert mixed["verdict"].startswith("OK")
-    # Two pairs of chains stuck in modes one standard deviation apart.
-    stuck = cli.chain_verdict(rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]]))
-    assert not stuck["ok"] and stuck["rhat"] > 1.05
+    assert mixed["verdict"].startswith("OK, the chains mix")
+    # Two pairs of chains stuck in modes 3 standard deviations apart: R-hat about 1.8.
+    stuck = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]))
+    assert not stuck["ok"] and stuck["rhat"] > diagnostics.RHAT_THRESHOLD
     assert stuck["verdict"].startswith("WARNING") and "--method pt" in stuck["verdict"]
-    stuck_pt = rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]])
-    assert "--method pt" not in cli.chain_verdict(stuck_pt, method="pt")["verdict"]
+    stuck_pt = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]), method="pt")
+    assert not stuck_pt["ok"] and "--method pt" not in stuck_pt["verdict"]
+    # Modes one standard deviation apart: R-hat about 1.12 passes, the ESS (about 50) fails.
+    slow = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 1, 1]))
+    assert slow["rhat"] < diagnostics.RHAT_THRESHOLD and slow["ess_bulk"] < diagnostics.MIN_ESS
+    assert not slow["ok"] and "ESS" in slow["verdict"]
 
 
 def test_evaluate_matches_brute_force(tiny):
@@ -161,8 +185,52 @@ def test_resume_continued_the_interrupted_run(tiny):
     run = tiny["run"]
     # A different model size cannot continue this checkpoint: one line, status 2.
     config = (run / "config.json").read_text()
-    _fails(["train", "--out", run, "--resume", "--hidden", 5], "cannot resume", "n_hidden")
+    _fails(["train", "--out", run, "--resume", "--hidden", 5], "--resume", "--hidden 4 (not 5)")
     assert (run / "config.json").read_text() == config  # the failed attempt changed nothing
+
+
+def test_train_says_what_it_does_in_a_log(tiny):
+    """Not a terminal (as in `numpyro-rbm train > log 2>&1`): no bar redraws, a few plain
+    lines, and a line before each long step (compiling, evaluating, diagnosing, plotting)."""
+    err, out = tiny["err"], tiny["out"]
+    assert "\r" not in err and len(err.splitlines()) <= 4, err
+    assert "fit[pcd]: resuming at epoch 1 of 2; compiling the training loop" in err
+    assert re.search(r"fit\[pcd\]: epoch 2/2 \(\d+ s\): .*R-hat\(50 sweeps\) \d", err), err
+    for step in ("evaluating: ", "diagnosing: 250 + 500 more Gibbs sweeps", "plotting: 5 figures"):
+        assert step in out, out
+    assert tiny["quiet_out"] == ""  # --quiet: nothing but the final report (here: Ctrl-C)
+
+
+def test_progress_report_on_a_terminal_and_in_a_log():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    metrics = {"epoch": 1, "test_log_likelihood": -18.5, "chain_rhat": 1.05, "swap_rate": [0.5]}
+    log = io.StringIO()
+    report = Progress("fit[pcd]", 100, log_every_s=3600, stream=log)
+    report.say("compiling")
+    report.start()
+    for _ in range(100):
+        report.metrics(metrics)
+        report.update(1)
+    report.close()
+    lines = log.getvalue().splitlines()
+    # the first evaluation, then nothing for an hour, then the end
+    assert [line.split(" (")[0] for line in lines] == [
+        "fit[pcd]: compiling", "fit[pcd]: epochs 1-100", "fit[pcd]: epoch 1/100",
+        "fit[pcd]: epoch 100/100",
+    ]  # fmt: skip
+    assert (
+        lines[-1].endswith("test LL -18.5, R-hat(50 sweeps) 1.05") and "\r" not in log.getvalue()
+    )
+    tty = Terminal()
+    report = Progress("fit[pcd]", 100, stream=tty)
+    report.start()
+    report.metrics(metrics)
+    report.update(100)
+    report.close()
+    assert "\r" in tty.getvalue() and "100/100" in tty.getvalue()  # tqdm's bar
 
 
 @pytest.fixture(scope="module")
@@ -179,17 +247,22 @@ def skewed_model(tiny):
     return path, params
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("method", ["exact", "gibbs"])
 def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
     """Chi-square goodness of fit of 4000 samples against the 16 exact probabilities."""
     path, params = skewed_model
     out_file = tmp_path / f"samples_{method}.npy"
+    png = ["--png"] if method == "exact" else []  # image tiles only when asked for
     code, out, err = run_cli(
         "sample", path, "-n", 4000, "--out", out_file, "--method", method, "--sweeps", 50,
-        "--seed", 1,
+        "--seed", 1, *png,
     )  # fmt: skip
     assert code == 0, err
-    assert "wrote 4000 samples" in out and out_file.with_suffix(".png").stat().st_size > 0
+    assert "wrote 4000 samples" in out
+    assert out_file.with_suffix(".png").exists() == bool(png)
+    if png:
+        assert matplotlib.image.imread(out_file.with_suffix(".png"))[..., :3].std() > 0.05
     v = np.load(out_file)
     assert v.shape == (4000, 4) and v.dtype == np.float32 and set(np.unique(v)) <= {0.0, 1.0}
     _, log_pv, V = exact_log_p(params, v[:1])
@@ -197,8 +270,8 @@ def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
     counts = np.bincount([index[tuple(r)] for r in v.astype(np.float64)], minlength=len(V))
     expected = len(v) * np.exp(log_pv)
     assert expected.min() > 5  # (27 here) so the chi-square approximation holds
-    # A correct sampler fails this 1 time in 1000; 15 degrees of freedom.
-    assert chisquare(counts, expected).pvalue > 1e-3
+    # 15 degrees of freedom; a correct sampler fails with probability P_MIN (audit_cli.md).
+    assert chisquare(counts, expected).pvalue > P_MIN
 
 
 # --- bad input: one line on stderr, exit status 2 -----------------------------------------
@@ -210,6 +283,12 @@ def _fails(argv, *needles):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for needle in needles:
         assert needle in err, err
+    # Short, and in the command line's words (not Python's keyword arguments).
+    short = err
+    for arg in sorted((str(a) for a in argv), key=len, reverse=True):
+        short = short.replace(arg, "A")  # paths vary in length from machine to machine
+    assert len(short) <= 200, err
+    assert not re.search(r"\b[a-z_]+=['\d]", err), err
     return err
 
 
@@ -233,6 +312,20 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     np.save(tmp_path / "wide.npy", np.zeros((3, 5)))
     _fails(["evaluate", tiny["run"], "--data", tmp_path / "wide.npy"], "5 columns", "4 visible")
     _fails(["sample", tiny["run"], "--out", tmp_path / "no" / "x.npy"], "does not exist")
+    # 0/1 data with --units spin: which flag to use, not a list of every bad value.
+    _fails(["train", "--data", tiny["data_file"], "--units", "spin"], "pass --units bernoulli")
+    np.savez(tmp_path / "two.npz", a=tiny["data"], b=tiny["data"])
+    _fails(["train", "--data", tmp_path / "two.npz"], "choose one with --key NAME")
+    _fails(["train", "--data", tiny["data_file"], "--key", "a"], "not an .npz file")
+    _fails(["train", "--data", "bars-and-stripes:17"], "N from 1 to 16")
+    _fails(["train", "--test-fraction", 0, "--out", tmp_path / "t"], "need a test split")
+    _fails(["train", "--data", tiny["data_file"], "--batch-size", 99], "--batch-size 19")
+    # a data file whose name starts with "bars" is a file, not the built-in data set
+    _fails(["train", "--data", tiny["data_file"], "--test-data", tmp_path / "wide.npy"], "5 col")
+    (tmp_path / "model.npz").write_text("not a model\n")
+    _fails(["evaluate", tmp_path / "model.npz"], "it is a text file")
+    exact = ["sample", tiny["run"], "--out", tmp_path / "s", "--method", "exact"]
+    _fails([*exact, "--max-units", 2], "use --method gibbs")
 
 
 def test_usage_errors_exit_2(capsys):
@@ -243,6 +336,19 @@ def test_usage_errors_exit_2(capsys):
     assert cli.main([]) == 2
     assert cli.main(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_help_imports_neither_jax_nor_arviz():
+    """`numpyro-rbm --help` only parses: the heavy libraries load once a command runs."""
+    script = (
+        "import sys; from numpyro_rbm import cli; code = cli.main(['train', '--help']); "
+        "print(code, sorted(m for m in ('jax', 'numpyro', 'arviz', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
 
 
 def test_console_script_trains_on_digits_by_default(tmp_path):
