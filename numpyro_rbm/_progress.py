@@ -48,6 +48,10 @@ class Progress:
         else:
             print(f"{self.name}: {text}", file=self.stream, flush=True)
 
+    def resume_at(self, done):
+        """Counts from ``done`` finished steps (a resumed run), before :meth:`start`."""
+        self.done = self.logged = done
+
     def start(self, note=""):
         """Starts the bar (or the plain lines), after a line that says what comes."""
         self.say(f"epochs {self.done + 1}-{self.total}{note}")

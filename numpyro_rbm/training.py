@@ -798,6 +798,11 @@ def fit(
         eval_every = max(1, epochs // MAX_EVALUATIONS)
     optimizer = _make_optimizer(optimizer, learning_rate, epochs * updates_per_epoch)
 
+    report = None
+    if progress:  # the initial state and the loop compile now: say so before the wait
+        report = Progress(f"fit[{method}]", epochs)
+        report.say("compiling the training loop (once per settings and shapes)")
+
     # --- initial state -----------------------------------------------------------------------
     train = jnp.asarray(train, dtype)
     keys = jax.random.split(jax.random.key(seed), 5)
@@ -878,11 +883,10 @@ def fit(
 
     # --- compile -----------------------------------------------------------------------------
     t0 = time.perf_counter()
-    report = None
-    if progress:
-        report = Progress(f"fit[{method}]", epochs, start_epoch)
-        resuming = f"resuming at epoch {start_epoch} of {epochs}; " if start_epoch else ""
-        report.say(f"{resuming}compiling the training loop (once per settings and shapes)")
+    if report is not None:
+        report.resume_at(start_epoch)
+        if start_epoch:
+            report.say(f"resuming at epoch {start_epoch} of {epochs}")
     state_sharding = None
     if devices is not None:
         state_sharding = _data_parallel_sharding(devices, state, method)

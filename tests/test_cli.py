@@ -14,7 +14,7 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import P_MIN, brute_joint_log_weights
+from conftest import P_MIN, Z_MAX, brute_joint_log_weights
 from scipy.special import logsumexp
 from scipy.stats import chisquare
 
@@ -134,19 +134,21 @@ def _gaussian_statistics(rng, offsets, draws=500):
     return {"free_energy": x, "mean_activation": -x}
 
 
+@pytest.mark.statistical
 def test_chain_verdict_tells_mixed_from_stuck_chains():
-    # numpy draws (the same on every machine); margins below hold for any seed (audit_cli.md)
+    # numpy draws (the same on every machine); each bound is at least 8 standard deviations
+    # from its statistic's mean over 1000 seeds (tests/audit_cli.md)
     rng = np.random.default_rng(0)
     mixed = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 0, 0]))
-    assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1500
+    assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1000
     assert mixed["verdict"].startswith("OK, the chains mix")
-    # Two pairs of chains stuck in modes 3 standard deviations apart: R-hat about 1.8.
+    # Two pairs of chains stuck in modes 3 standard deviations apart: R-hat about 1.65.
     stuck = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]))
     assert not stuck["ok"] and stuck["rhat"] > diagnostics.RHAT_THRESHOLD
     assert stuck["verdict"].startswith("WARNING") and "--method pt" in stuck["verdict"]
     stuck_pt = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]), method="pt")
     assert not stuck_pt["ok"] and "--method pt" not in stuck_pt["verdict"]
-    # Modes one standard deviation apart: R-hat about 1.12 passes, the ESS (about 50) fails.
+    # Modes one standard deviation apart: R-hat about 1.13 passes, the ESS (about 20) fails.
     slow = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 1, 1]))
     assert slow["rhat"] < diagnostics.RHAT_THRESHOLD and slow["ess_bulk"] < diagnostics.MIN_ESS
     assert not slow["ok"] and "ESS" in slow["verdict"]
@@ -161,9 +163,22 @@ def test_evaluate_matches_brute_force(tiny):
     mean = float(re.search(r"\(exact\) of .*: (-?\d+\.\d+) \+-", out).group(1))
     brute, _, _ = exact_log_p(params, x)
     assert mean == pytest.approx(brute.mean(), abs=1e-3)
-    # Forced to AIS (--max-units 2 < 4 units): agrees within a few of its standard errors.
+    # Without --data: the run's own test split, the number train printed.
+    code, out, _ = run_cli("evaluate", tiny["run"] / "model.npz")
+    summary = json.loads((tiny["run"] / "summary.json").read_text())
+    assert code == 0 and f"{summary['test_log_likelihood']:.4f}" in out
+
+
+@pytest.mark.statistical
+def test_evaluate_falls_back_to_ais(tiny):
+    """Forced to AIS (--max-units 2 < 4 units): agrees with the exact value within Z_MAX of
+    its reported standard error (z over 300 seeds: mean -0.02, sd 1.08, |z| <= 2.6)."""
+    params, _ = rbm_io.load_params(tiny["run"] / "model.npz")
+    x = tiny["data"][:7]
+    np.save(tiny["folder"] / "eval_ais.npy", x)
+    brute, _, _ = exact_log_p(params, x)
     code, out, err = run_cli(
-        "evaluate", tiny["run"], "--data", tiny["folder"] / "eval.npy", "--max-units", 2,
+        "evaluate", tiny["run"], "--data", tiny["folder"] / "eval_ais.npy", "--max-units", 2,
         "--ais-betas", 300, "--ais-runs", 50,
     )  # fmt: skip
     assert code == 0, err
@@ -172,11 +187,7 @@ def test_evaluate_matches_brute_force(tiny):
     )
     assert found, out
     se, ais_mean = float(found.group(1)), float(found.group(2))
-    assert abs(ais_mean - brute.mean()) < 4 * se + 2e-3  # 2e-3: float32 and print rounding
-    # Without --data: the run's own test split, the number train printed.
-    code, out, _ = run_cli("evaluate", tiny["run"] / "model.npz")
-    summary = json.loads((tiny["run"] / "summary.json").read_text())
-    assert code == 0 and f"{summary['test_log_likelihood']:.4f}" in out
+    assert abs(ais_mean - brute.mean()) < Z_MAX * se + 2e-3  # 2e-3: float32 and print rounding
 
 
 def test_resume_continued_the_interrupted_run(tiny):
@@ -193,8 +204,9 @@ def test_train_says_what_it_does_in_a_log(tiny):
     """Not a terminal (as in `numpyro-rbm train > log 2>&1`): no bar redraws, a few plain
     lines, and a line before each long step (compiling, evaluating, diagnosing, plotting)."""
     err, out = tiny["err"], tiny["out"]
-    assert "\r" not in err and len(err.splitlines()) <= 4, err
-    assert "fit[pcd]: resuming at epoch 1 of 2; compiling the training loop" in err
+    assert "\r" not in err and len(err.splitlines()) <= 5, err
+    assert "fit[pcd]: compiling the training loop" in err
+    assert "fit[pcd]: resuming at epoch 1 of 2" in err
     assert re.search(r"fit\[pcd\]: epoch 2/2 \(\d+ s\): .*R-hat\(50 sweeps\) \d", err), err
     for step in ("evaluating: ", "diagnosing: 250 + 500 more Gibbs sweeps", "plotting: 5 figures"):
         assert step in out, out
