@@ -268,14 +268,22 @@ def chain_verdict(statistics, method="pcd"):
         f"({'>=' if ess >= min_ess else '<'} {min_ess}) over {num_sweeps} sweeps of "
         f"{num_chains} chains"
     )
+    advice = "a smaller --learning-rate" + (" or --method pt" if method != "pt" else "")
+    consequence = (
+        "Gibbs samples need many sweeps (sample --sweeps) and the training gradients may be "
+        f"biased; try {advice}"
+    )
     if diag.converged:
         verdict = f"OK, the chains mix: {line}"
-    else:
-        advice = "a smaller --learning-rate" + (" or --method pt" if method != "pt" else "")
+    elif rhat > limit:
+        verdict = f"WARNING, the chains do not mix: {line}. {consequence}"
+    elif num_chains * num_sweeps < min_ess:
         verdict = (
-            f"WARNING, the chains do not mix: {line}. Gibbs samples need many sweeps "
-            f"(sample --sweeps) and the training gradients may be biased; try {advice}"
+            f"WARNING, too few draws for a verdict: {line}, and {num_chains * num_sweeps} "
+            f"draws cannot make an ESS of {min_ess}; raise --diagnostic-sweeps"
         )
+    else:
+        verdict = f"WARNING, the chains mix slowly: {line}. {consequence}"
     return dict(
         rhat=rhat,
         ess_bulk=ess_bulk,

@@ -151,7 +151,14 @@ def test_chain_verdict_tells_mixed_from_stuck_chains():
     # Modes one standard deviation apart: R-hat about 1.13 passes, the ESS (about 20) fails.
     slow = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 1, 1]))
     assert slow["rhat"] < diagnostics.RHAT_THRESHOLD and slow["ess_bulk"] < diagnostics.MIN_ESS
-    assert not slow["ok"] and "ESS" in slow["verdict"]
+    assert not slow["ok"] and slow["verdict"].startswith("WARNING, the chains mix slowly")
+    # 8 chains x 30 sweeps cannot make an ESS of 400: the verdict says so, not "slow".
+    short = _commands.chain_verdict(_gaussian_statistics(rng, [0] * 8, draws=30))
+    assert short["rhat"] < diagnostics.RHAT_THRESHOLD and not short["ok"]
+    assert (
+        short["verdict"].startswith("WARNING, too few draws")
+        and "--diagnostic-sweeps" in short["verdict"]
+    )
 
 
 def test_evaluate_matches_brute_force(tiny):
