@@ -118,7 +118,7 @@ def read_data(path, units, key, flag, units_flag):
 
     Args:
         flag: the option that named ``path`` (``--data``, ``--test-data``).
-        units_flag: what chose ``units``, e.g. ``--units spin`` or ``the model's``.
+        units_flag: what chose ``units``, e.g. ``--units spin`` or ``the model (spin units)``.
     """
     path = os.fspath(path)
     if key is not None and not path.lower().endswith(".npz"):
@@ -149,9 +149,9 @@ def _pair(units):
 
 def _data_error(message, path, units, key, flag, units_flag):
     units = as_unit_type(units)
-    other = as_unit_type("spin" if units.name == "bernoulli" else "bernoulli")
-    if not units.enumerable:
+    if units.values is None:  # Gaussian, Potts: not what the command line reads
         return f"{flag} {path}: {units.name} units cannot read it (0/1 and -1/+1 files only)"
+    other = as_unit_type("spin" if units.name == "bernoulli" else "bernoulli")
     try:
         datasets.load(path, other, key=key)
     except ValueError:
@@ -162,12 +162,14 @@ def _data_error(message, path, units, key, flag, units_flag):
             f"{units_flag} expects {_pair(units)}"
             + (f"; pass --units {other.name}" if units_flag.startswith("--units") else "")
         )
-    bad = re.search(r"; (\d+) bad rows?\)$", message)
-    if "values must be" in message and bad:  # the first offending row, and how many
-        first = message.split("; ")[0].split(" (rows and columns count from 0")[0]
-        n_bad = int(bad.group(1))
-        more = f"; {n_bad - 1} more bad rows" if n_bad > 1 else ""
-        message = f"{first}{more} (rows and columns count from 0)"
+    first = re.search(r"^(.*), found row (\d+), columns? (\d+) \(value ([^)]*)\)", message)
+    n_bad = re.search(r"; (\d+) bad rows?\)$", message)
+    if first and n_bad:  # the first offending value, and how many rows have one
+        head, row, column, value = first.groups()
+        rows = int(n_bad.group(1))
+        more = f"; {rows} rows have such values" if rows > 1 else ""
+        message = f"{head}, found row {row}, column {column} (value {value}){more}"
+        message += " (rows and columns count from 0)"
     return f"{flag} {message}"
 
 

@@ -333,6 +333,8 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     _fails(["sample", tiny["run"], "--out", tmp_path / "no" / "x.npy"], "does not exist")
     # 0/1 data with --units spin: which flag to use, not a list of every bad value.
     _fails(["train", "--data", tiny["data_file"], "--units", "spin"], "pass --units bernoulli")
+    np.save(tmp_path / "gray.npy", np.arange(64.0).reshape(8, 8) % 9)  # bad values everywhere
+    _fails(["train", "--data", tmp_path / "gray.npy"], "row 0, column 2 (value 2); 8 rows have")
     np.savez(tmp_path / "two.npz", a=tiny["data"], b=tiny["data"])
     _fails(["train", "--data", tmp_path / "two.npz"], "choose one with --key NAME")
     _fails(["train", "--data", tiny["data_file"], "--key", "a"], "not an .npz file")
@@ -345,6 +347,20 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     _fails(["evaluate", tmp_path / "model.npz"], "it is a text file")
     exact = ["sample", tiny["run"], "--out", tmp_path / "s", "--method", "exact"]
     _fails([*exact, "--max-units", 2], "use --method gibbs")
+
+
+def test_fit_warnings_are_shown_in_command_line_words():
+    shown = []
+    show = _commands._CommandLineWarnings("pcd", lambda message, *a, **k: shown.append(message))
+    warning = training.ChainsNotMixing("... method='pt', more sweeps k ...", epoch=7, rhat=1.52)
+    show(warning, type(warning), "f.py", 1)
+    show(UserWarning("other"), UserWarning, "f.py", 1)
+    assert shown[0] == (
+        "epoch 7: the persistent chains do not mix (R-hat over 50 sweeps 1.52 > 1.3), so the "
+        "training gradients may be biased; try --method pt, a larger --k or a smaller "
+        "--learning-rate (docs/diagnostics.md)"
+    )
+    assert str(shown[1]) == "other"
 
 
 def test_usage_errors_exit_2(capsys):
