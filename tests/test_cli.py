@@ -176,27 +176,6 @@ def test_evaluate_matches_brute_force(tiny):
     assert code == 0 and f"{summary['test_log_likelihood']:.4f}" in out
 
 
-@pytest.mark.statistical
-def test_evaluate_falls_back_to_ais(tiny):
-    """Forced to AIS (--max-units 2 < 4 units): agrees with the exact value within Z_MAX of
-    its reported standard error (z over 300 seeds: mean -0.02, sd 1.08, |z| <= 2.6)."""
-    params, _ = rbm_io.load_params(tiny["run"] / "model.npz")
-    x = tiny["data"][:7]
-    np.save(tiny["folder"] / "eval_ais.npy", x)
-    brute, _, _ = exact_log_p(params, x)
-    code, out, err = run_cli(
-        "evaluate", tiny["run"], "--data", tiny["folder"] / "eval_ais.npy", "--max-units", 2,
-        "--ais-betas", 300, "--ais-runs", 50,
-    )  # fmt: skip
-    assert code == 0, err
-    found = re.search(
-        r"\(AIS estimate, 50 runs, log Z standard error (\d\.\d+);.*: (-?\d+\.\d+)", out
-    )
-    assert found, out
-    se, ais_mean = float(found.group(1)), float(found.group(2))
-    assert abs(ais_mean - brute.mean()) < Z_MAX * se + 2e-3  # 2e-3: float32 and print rounding
-
-
 def test_resume_continued_the_interrupted_run(tiny):
     history = json.loads((tiny["run"] / "history.json").read_text())
     assert history["epoch"] == [1, 2]  # epoch 1 from the checkpoint, epoch 2 after --resume
@@ -253,15 +232,16 @@ def test_progress_report_on_a_terminal_and_in_a_log():
 
 
 @pytest.fixture(scope="module")
-def skewed_model(tiny):
-    """A 4 x 3 RBM far from uniform (probabilities 0.007 to 0.2), saved as a model file."""
+def skewed_model(tmp_path_factory):
+    """A 4 x 3 RBM far from uniform (probabilities 0.007 to 0.2), saved as a model file (no
+    training run: the statistical tests that use it are cheap to run again)."""
     import jax
 
     import numpyro_rbm as nrbm
 
     params = nrbm.init_params(jax.random.key(0), 4, 3, weight_scale=1.0)
     params = params.replace(visible_bias=0.5 * jax.random.normal(jax.random.key(10), (4,)))
-    path = tiny["folder"] / "skewed.npz"
+    path = tmp_path_factory.mktemp("skewed") / "skewed.npz"
     rbm_io.save_params(path, params, {"image_shape": [2, 2]})
     return path, params
 
@@ -291,6 +271,29 @@ def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
     assert expected.min() > 5  # (27 here) so the chi-square approximation holds
     # 15 degrees of freedom; a correct sampler fails with probability P_MIN (audit_cli.md).
     assert chisquare(counts, expected).pvalue > P_MIN
+
+
+@pytest.mark.statistical
+def test_evaluate_falls_back_to_ais(skewed_model, tmp_path):
+    """Forced to AIS (--max-units 2 < 3 hidden units): agrees with the exact value within
+    Z_MAX of its reported standard error (z over 300 seeds: mean 0.07, sd 0.99, |z| <= 3.3;
+    tests/audit_cli.md)."""
+    path, params = skewed_model
+    x = datasets.bars_and_stripes(2)  # six states of the 4 visible units
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run_cli(
+        "evaluate", path, "--data", tmp_path / "x.npy", "--max-units", 2, "--ais-betas", 300,
+        "--ais-runs", 1000,
+    )  # fmt: skip
+    assert code == 0, err
+    found = re.search(
+        r"\(AIS estimate, 1000 runs, log Z standard error (\d\.\d+);.*: (-?\d+\.\d+)", out
+    )
+    assert found, out
+    se, ais_mean = float(found.group(1)), float(found.group(2))
+    brute, _, _ = exact_log_p(params, x)
+    # 2e-3: float32, and the rounding of the printed mean (4 decimals) and error (3)
+    assert abs(ais_mean - brute.mean()) < Z_MAX * se + 2e-3
 
 
 # --- bad input: one line on stderr, exit status 2 -----------------------------------------
@@ -413,8 +416,8 @@ def test_console_script_trains_on_digits_by_default(tmp_path):
         assert matplotlib.image.imread(run / name)[..., :3].std() > 0.05, name
 
 
-def test_python_dash_m_runs_the_same_main(tiny, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["numpyro_rbm", "evaluate", str(tiny["folder"] / "nope")])
+def test_python_dash_m_runs_the_same_main(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["numpyro_rbm", "evaluate", str(tmp_path / "nope")])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_module("numpyro_rbm", run_name="__main__")
     assert exit_.value.code == 2
