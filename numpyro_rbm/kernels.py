@@ -63,7 +63,8 @@ def gibbs_trace(
 
     Args:
         statistic: ``statistic(params, v)`` recorded after each sweep (e.g.
-            :func:`~numpyro_rbm.core.free_energy`); ``None`` records the states themselves.
+            :func:`~numpyro_rbm.core.free_energy`; a pytree of statistics is fine); ``None``
+            records the states themselves.
         Other arguments as in :func:`gibbs`.
 
     Returns:
@@ -81,7 +82,7 @@ def gibbs_trace(
         return v, record(params, v)
 
     v, trace = jax.lax.scan(sweep, v, threefry_split(key_trace, num_sweeps))
-    return v, jnp.moveaxis(trace, 0, jnp.ndim(v) - 1)
+    return v, jax.tree.map(lambda x: jnp.moveaxis(x, 0, jnp.ndim(v) - 1), trace)
 
 
 def tempered_params(params: RBMParams, betas, base_bias) -> RBMParams:

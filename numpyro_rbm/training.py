@@ -1,9 +1,11 @@
 """The names of the first release's training module, now served by :mod:`numpyro_rbm.learning`
 (kept so that existing imports keep working; new code imports from ``numpyro_rbm.learning``)."""
 
+from . import diagnostics  # noqa: F401 (the R-hat threshold lives there; tests patch it)
 from .core import free_energy
 from .kernels import tempered_params
 from .learning import (
+    ChainsNotMixing,
     FitResult,
     TrainingDiverged,
     TrainState,
@@ -25,12 +27,12 @@ from .learning.fit import (
     METHODS,
     MIN_UPDATES,
     PARAMS_FILE,
-    RHAT_WARNING,
 )
 from .units import base_rate_bias
 
 __all__ = [
     "FitResult",
+    "ChainsNotMixing",
     "TrainState",
     "TrainingDiverged",
     "fit",
@@ -52,5 +54,4 @@ __all__ = [
     "MIN_UPDATES",
     "MAX_EVALUATIONS",
     "METHODS",
-    "RHAT_WARNING",
 ]

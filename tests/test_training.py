@@ -16,6 +16,7 @@ import pytest
 from conftest import brute_joint_log_weights, brute_states
 
 from numpyro_rbm import RBMParams, datasets, io, training
+from numpyro_rbm.learning.monitors import monitor_rhat
 from numpyro_rbm.partition import log_partition
 from numpyro_rbm.training import (
     TrainingDiverged,
@@ -248,9 +249,9 @@ def test_chain_rhat_flags_stuck_chains():
     # Strong ferromagnetic couplings: two modes (all +1 / all -1) that Gibbs cannot cross.
     params = RBMParams(jnp.full((8, 2), 1.0), jnp.zeros(8), jnp.zeros(2), "spin", "spin")
     stuck = jnp.concatenate([jnp.ones((4, 8)), -jnp.ones((4, 8))])
-    assert training._chain_rhat(params, stuck, jax.random.key(0)) > 1.5
+    assert monitor_rhat(params, stuck, jax.random.key(0)) > 1.5
     weak = params.replace(weights=params.weights * 0.05)
-    assert training._chain_rhat(weak, stuck, jax.random.key(0)) < 1.1
+    assert monitor_rhat(weak, stuck, jax.random.key(0)) < 1.1
 
 
 # --- fit ------------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
     rng = np.random.default_rng(0)
     data = np.where(rng.random((40, 6)) < 0.7, 1.0, -1.0)
     # The warning is wired to the chain R-hat: with a threshold of 0 it must fire.
-    monkeypatch.setattr(training, "RHAT_WARNING", 0.0)
+    monkeypatch.setattr(training.diagnostics, "RHAT_THRESHOLD", 0.0)
     with pytest.warns(RuntimeWarning, match="not mixing"):
         res = fit(
             data,

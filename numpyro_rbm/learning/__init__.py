@@ -13,7 +13,7 @@ r"""The learning engine: negative phases and trainers as pure ``init``/``step`` 
 * :mod:`~numpyro_rbm.learning.fit`: :func:`fit`, composing them.
 """
 
-from .fit import FitConfig, FitResult, TrainingDiverged, fit
+from .fit import ChainsNotMixing, FitConfig, FitResult, TrainingDiverged, fit
 from .loss import Weighted, free_energy_loss, loss_gradient, move_hidden_offset, to_standard
 from .monitors import (
     MonitorContext,
@@ -52,6 +52,7 @@ __all__ = [
     "FitResult",
     "FitConfig",
     "TrainingDiverged",
+    "ChainsNotMixing",
     "TrainState",
     "Trainer",
     "build_trainer",

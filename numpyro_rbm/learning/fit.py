@@ -26,7 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .. import io
+from .. import diagnostics, io
+from .._progress import Progress
 from ..core import RBMParams, init_params
 from ..units import as_unit_type, base_rate_bias, check_data
 from .monitors import MonitorContext, default_monitors
@@ -34,7 +35,7 @@ from .negative import NegativePhase, from_method
 from .optim import CosineAdam, Penalized
 from .trainer import DATA_AXIS, Trainer, TrainState, build_trainer, run_epochs, state_shardings
 
-__all__ = ["fit", "FitResult", "FitConfig", "TrainingDiverged"]
+__all__ = ["fit", "FitResult", "FitConfig", "TrainingDiverged", "ChainsNotMixing"]
 
 METHODS = ("cd", "pcd", "pt")
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -45,12 +46,19 @@ DEFAULT_EPOCHS = 100
 MIN_UPDATES = 10_000
 # eval_every="auto" evaluates at most about this many times per run.
 MAX_EVALUATIONS = 100
-# Chains whose R-hat exceeds this trigger a "not mixing" warning.
-RHAT_WARNING = 1.1
 
 
 class TrainingDiverged(FloatingPointError):
     """Raised when the parameters become NaN or infinite during :func:`fit`."""
+
+
+class ChainsNotMixing(RuntimeWarning):
+    """Warned (once per run) when fit's monitor finds the persistent chains not mixing:
+    :func:`numpyro_rbm.diagnostics.mixing_rhat` above ``RHAT_THRESHOLD``."""
+
+    def __init__(self, message, epoch, rhat):
+        super().__init__(message)
+        self.epoch, self.rhat = epoch, rhat
 
 
 class FitResult(NamedTuple):
@@ -365,7 +373,7 @@ class _Loop:
         self.history, self.signature = history, signature
         self.monitors = default_monitors(config.log_likelihood) + config.monitors
         self.timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
-        self.bar = None
+        self.report = None
         self.warned = False
 
     def next_stop(self, done):
@@ -377,7 +385,7 @@ class _Loop:
         stop = cfg.epochs
         if cfg.eval_every is not None:
             stop = min(stop, (done // cfg.eval_every + 1) * cfg.eval_every)
-        if self.bar is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
+        if self.report is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
             stop = min(stop, done + max(1, cfg.epochs // MAX_EVALUATIONS))
         return stop
 
@@ -397,22 +405,17 @@ class _Loop:
         return metrics
 
     def warn_if_not_mixing(self, epoch, rhat):
-        if rhat is None or not rhat > RHAT_WARNING or self.warned:
+        if rhat is None or rhat <= diagnostics.RHAT_THRESHOLD or self.warned:
             return
         self.warned = True  # once per run: later values are in history["chain_rhat"]
-        warnings.warn(
-            f"epoch {epoch}: the persistent chains are not mixing (split R-hat of their free "
-            f"energy {rhat:.2f} > {RHAT_WARNING}); the negative phase is unreliable. Try "
+        message = (
+            f"epoch {epoch}: the persistent chains are not mixing (R-hat of their free energy "
+            f"and mean activation over {diagnostics.MONITOR_SWEEPS} sweeps {rhat:.2f} > "
+            f"{diagnostics.RHAT_THRESHOLD}); the negative phase is unreliable. Try "
             "method='pt', more sweeps k, or a smaller learning_rate (history['chain_rhat'] has "
-            "the value at every evaluation)",
-            RuntimeWarning,
-            stacklevel=4,
+            "the value at every evaluation; docs/diagnostics.md explains the test)"
         )
-
-    def show(self, metrics):
-        if self.bar is not None:
-            shown = {n: f"{v:.4g}" for n, v in metrics.items() if n != "epoch"}
-            self.bar.set_postfix({n: v for n, v in shown.items() if isinstance(metrics[n], float)})
+        warnings.warn(ChainsNotMixing(message, epoch, rhat), stacklevel=4)
 
     def checkpoint(self, epoch, state):
         meta = {"epoch": epoch, "history": self.history, "signature": self.signature}
@@ -436,14 +439,15 @@ class _Loop:
                 t0 = time.perf_counter()
                 metrics = self.evaluate(epoch, state, info)
                 self.timings["eval_s"] += time.perf_counter() - t0
-                self.show(metrics)
+                if self.report is not None:
+                    self.report.metrics(metrics)
                 params = self.trainer.standard_params(state)
                 stop = any(bool(cb(epoch, params, metrics)) for cb in cfg.callbacks)
             if cfg.checkpoint_dir is not None:
                 self.checkpoint(epoch, state)
                 last_good = epoch
-            if self.bar is not None:
-                self.bar.update(int(ran))
+            if self.report is not None:
+                self.report.update(int(ran))
             if stop:
                 break
         return state
@@ -539,7 +543,9 @@ def fit(
         checkpoint_dir: folder for an atomic checkpoint after every epoch and the final
             ``params.npz``.
         resume: continue from the checkpoint in ``checkpoint_dir`` up to ``epochs``.
-        progress: show a tqdm progress bar with the latest metrics.
+        progress: report progress on stderr: what is being compiled, then a tqdm bar with
+            the latest metrics on a terminal, or, when stderr is a file or a pipe, a line at
+            most every 10 seconds (``chain_rhat`` is shown as ``R-hat(50 sweeps)``).
         callbacks: functions ``callback(epoch, params, metrics) -> bool | None`` called after
             each evaluation; returning ``True`` stops training.
         devices: data-parallel training over these devices (e.g. ``jax.devices()``): every
@@ -560,6 +566,10 @@ def fit(
     """
     args = dict(locals())
     config, train, test = _configure(args.pop("data"), args.pop("test_data"), n_hidden, args)
+    report = None
+    if config.progress:  # the initial state and the loop compile now: say so before the wait
+        report = Progress(f"fit[{config.method}]", config.epochs)
+        report.say("compiling the training loop (once per settings and shapes)")
     trainer = build_trainer(config.negative_phase, config.optimizer, centering=config.centering)
     key_init, key_chains, key_run, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
     train = jnp.asarray(train, config.dtype)
@@ -570,6 +580,10 @@ def fit(
     if config.resume and os.path.exists(config.checkpoint_path):
         state, history, start = _resume(config.checkpoint_path, signature, state)
     t0 = time.perf_counter()
+    if report is not None:
+        report.resume_at(start)
+        if start:
+            report.say(f"resuming at epoch {start} of {config.epochs}")
     state, train = _place(config, state, train)
     # Compile (or find the cached loop) now, so that train_s is pure training time.
     jax.block_until_ready(
@@ -577,16 +591,15 @@ def fit(
     )
     loop = _Loop(config, trainer, train, test, key_eval, history, signature)
     loop.timings["compile_s"] = time.perf_counter() - t0
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        desc = f"fit[{config.method}]"
-        loop.bar = tqdm(total=config.epochs, initial=start, desc=desc, unit="epoch")
+    if report is not None:
+        monitors = "" if config.eval_every is None else "; the first evaluation compiles monitors"
+        report.start(f" (loop compiled in {loop.timings['compile_s']:.1f} s{monitors})")
+        loop.report = report
     try:
         state = loop.run(state, start)
     finally:
-        if loop.bar is not None:
-            loop.bar.close()
+        if loop.report is not None:
+            loop.report.close()
     params = trainer.standard_params(state)
     if config.checkpoint_dir is not None:
         path = os.path.join(config.checkpoint_dir, PARAMS_FILE)

@@ -33,7 +33,7 @@ import numpy as np
 from .._threefry import threefry_split
 from ..ais import estimate_log_z
 from ..core import RBMParams, free_energy, hidden_mean, visible_mean
-from .negative import NegativePhase
+from .negative import PCD, NegativePhase
 
 __all__ = [
     "MonitorContext",
@@ -43,6 +43,7 @@ __all__ = [
     "reconstruction_error_monitor",
     "log_likelihood_monitor",
     "chain_rhat",
+    "monitor_rhat",
     "info_monitor",
     "default_monitors",
 ]
@@ -158,21 +159,29 @@ def _phase_trace(phase: NegativePhase, params, state, key, num_draws: int):
     return jnp.swapaxes(trace, 0, 1)
 
 
-def chain_rhat(ctx: MonitorContext, num_draws: int = 50) -> dict:
-    """``{"chain_rhat": ...}``: the persistent chains run on for ``num_draws`` steps of their
-    own transition at fixed parameters (for parallel tempering, sweeps *and* swaps: the chain
-    that really supplies the samples), diagnosed by :func:`numpyro_rbm.diagnostics.chain_rhat`
-    (``inf`` when the chains never move). Empty for negative phases without persistent
-    chains."""
-    from ..diagnostics import trace_rhat
+def monitor_rhat(params: RBMParams, chains, key, negative_phase: NegativePhase | None = None):
+    """The monitor's R-hat of persistent chains: ``chains`` (the negative phase's state; by
+    default PCD-1 chains ``(M, n_visible)``) run on for
+    :data:`~numpyro_rbm.diagnostics.MONITOR_SWEEPS` steps of the phase's own transition at
+    fixed ``params``, diagnosed by :func:`numpyro_rbm.diagnostics.mixing_rhat` (the largest
+    R-hat of the free energy and the mean activation, ``inf`` when they never move;
+    ``docs/diagnostics.md``). NaN for fewer than two chains."""
+    from .. import diagnostics
 
-    phase = ctx.negative_phase
-    if not phase.persistent:
+    phase = PCD(1, np.shape(chains)[0]) if negative_phase is None else negative_phase
+    if np.shape(phase.chains(chains))[0] < 2:
+        return math.nan
+    trace = _phase_trace(phase, params, chains, key, diagnostics.MONITOR_SWEEPS)
+    return diagnostics.mixing_rhat(diagnostics.chain_statistics(params, trace))
+
+
+def chain_rhat(ctx: MonitorContext) -> dict:
+    """``{"chain_rhat": ...}``: :func:`monitor_rhat` of the persistent chains under the
+    negative phase's own transition (for parallel tempering, sweeps *and* swaps: the chain that
+    really supplies the samples). Empty for negative phases without persistent chains."""
+    if not ctx.negative_phase.persistent:
         return {}
-    if np.shape(phase.chains(ctx.state.chains))[0] < 2:
-        return {"chain_rhat": math.nan}
-    trace = _phase_trace(phase, ctx.params, ctx.state.chains, ctx.key, num_draws)
-    return {"chain_rhat": trace_rhat(ctx.params, trace)}
+    return {"chain_rhat": monitor_rhat(ctx.params, ctx.state.chains, ctx.key, ctx.negative_phase)}
 
 
 def info_monitor(ctx: MonitorContext) -> dict:
