@@ -81,8 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and sample Restricted Boltzmann Machines (NumPyro / JAX).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    D = TRAIN_DEFAULTS
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_sample(sub)
+    return parser
 
+
+def _add_train(sub):
+    D = TRAIN_DEFAULTS
     t = sub.add_parser(
         "train",
         help="train an RBM and write a run folder (default: the 8x8 digits)",
@@ -128,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--quiet", action="store_true", help="print only the final report")
 
+
+def _add_evaluate(sub):
     e = sub.add_parser(
         "evaluate",
         help="print the log-likelihood of a trained model",
@@ -155,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--float64", action="store_true", help="compute in double precision")
 
+
+def _add_sample(sub):
     s = sub.add_parser(
         "sample",
         help="draw samples from a trained model",
@@ -180,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the first 256 samples as image tiles in FILE.png (models trained on "
         "images)",
     )
-    return parser
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,7 @@ LAYERS = {
     "diagnostics": 2,
     "plots": 2,
     "potts": 2,
+    "_progress": 2,
     "kernels": 2,
     "partition": 2,
     "ais": 3,
@@ -39,6 +40,7 @@ LAYERS = {
     "infer": 5,
     "sklearn": 5,
     "cli": 5,
+    "_commands": 5,
     "__main__": 6,
     "__init__": 6,
 }
