@@ -65,7 +65,9 @@ def gibbs_trace(
         statistic: ``statistic(params, v)`` recorded after each sweep (e.g.
             :func:`~numpyro_rbm.core.free_energy`; a pytree of statistics is fine); ``None``
             records the states themselves.
-        Other arguments as in :func:`gibbs`.
+        warmup: sweeps run first and discarded.
+
+    The other arguments are :func:`gibbs`'s.
 
     Returns:
         ``(v_final, trace)``; the trace has the draw axis right after the chain axes of ``v``:

@@ -20,7 +20,7 @@ from .learning import (
     reconstruction_error,
     to_standard,
 )
-from .learning.fit import (
+from .learning.fitting import (
     CHECKPOINT_FILE,
     DEFAULT_EPOCHS,
     MAX_EVALUATIONS,

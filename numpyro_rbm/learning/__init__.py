@@ -10,10 +10,10 @@ r"""The learning engine: negative phases and trainers as pure ``init``/``step`` 
   :class:`TrainState`) and the compiled epoch loop :func:`run_epochs`;
 * :mod:`~numpyro_rbm.learning.monitors`: what ``fit`` measures, as functions of a
   :class:`MonitorContext`;
-* :mod:`~numpyro_rbm.learning.fit`: :func:`fit`, composing them.
+* :mod:`~numpyro_rbm.learning.fitting`: :func:`fit`, composing them.
 """
 
-from .fit import ChainsNotMixing, FitConfig, FitResult, TrainingDiverged, fit
+from .fitting import ChainsNotMixing, FitConfig, FitResult, TrainingDiverged, fit
 from .loss import Weighted, free_energy_loss, loss_gradient, move_hidden_offset, to_standard
 from .monitors import (
     MonitorContext,
