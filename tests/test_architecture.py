@@ -215,13 +215,17 @@ def test_the_negative_phase_example_gives_the_exact_gradient(x64, doc_examples):
     assert np.all(z < Z_MAX), z.max()
 
 
+@pytest.mark.statistical
 def test_the_negative_phase_example_learns(doc_examples):
-    """fit with the page's phase: bars-and-stripes 3x3 ends within 0.6 nats of the optimum
-    -log 14 (exact evaluation)."""
+    """fit with the page's phase: bars-and-stripes 3x3 ends within 1 nat of the optimum
+    -log 14 (exact evaluation; the untrained model is 3.6 nats below it). Over seeds 0-11
+    natively and 0-13 under SSE4.2 the gap was 0.16-0.43 nats (mean 0.24, sd 0.06): the bound
+    is 12 standard deviations away (false failure far below 1e-5 even for the measured
+    right skew)."""
     result = doc_examples[1]["result"]
     patterns = doc_examples[1]["patterns"]
     ll = float(nrbm.log_likelihood(result.params, patterns).mean)
-    assert ll > -math.log(14) - 0.6, ll
+    assert ll > -math.log(14) - 1.0, ll
 
 
 def test_the_monitor_example_is_recorded_at_every_evaluation(doc_examples):
