@@ -2,8 +2,11 @@
 
 Every reference log Z below comes from enumeration: ``conftest.brute_joint_log_weights`` for
 small models, or ``partition.log_partition`` (checked against brute force in
-test_partition.py) for the 64x20 digits model. Seeds are fixed; tolerances are stated where
-they are used.
+test_partition.py) for the 64x20 digits model. Seeds are fixed, but no verdict rests on one
+random stream: estimates are judged by z-scores against the exact value (|z| < Z_MAX), and
+claims about 95% intervals by repetition with a binomial threshold. Each statistical test
+states its false-failure probability for a correct implementation (tests/audit_learn.md lists
+them, with the measurements behind them).
 """
 
 import importlib
@@ -13,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights, brute_joint_table
+from conftest import P_MIN, Z_MAX, brute_joint_log_weights, brute_joint_table
+from scipy import stats
 
 import numpyro_rbm as nrbm
 from numpyro_rbm.ais import (
@@ -120,6 +124,19 @@ def coupled_runs(coupled):
     return {b: many_ais(coupled[0], 20, betas=b) for b in (100, 1000)}
 
 
+@pytest.fixture(scope="module")
+def coupled_reverse(coupled):
+    """Reverse AIS of the coupled model from its 400 exact samples, keyed by (betas, chains per
+    example): three keys at (100, 1), one each at (100, 8) and (1000, 1)."""
+    params, _, samples = coupled
+    runs = {
+        (100, 1): [reverse_ais(params, jax.random.key(s), samples, betas=100) for s in (0, 1, 2)]
+    }
+    runs[100, 8] = [reverse_ais(params, jax.random.key(3), samples, betas=100, num_chains=8)]
+    runs[1000, 1] = [reverse_ais(params, jax.random.key(4), samples, betas=1000)]
+    return runs
+
+
 def many_ais(params, num_seeds, **kwargs):
     """Independent AIS estimates for num_seeds keys, vectorised (one compilation)."""
     keys = jax.random.split(jax.random.key(1234), num_seeds)
@@ -191,124 +208,193 @@ def test_base_rate_bias_matches_smoothed_marginals(units):
     np.testing.assert_allclose(p_high, ((data == high).sum(0) + 0.5) / 51.0, rtol=1e-12)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("vu, hu", [("bernoulli", "bernoulli"), ("spin", "spin")])
 def test_uncoupled_target_gives_the_exact_analytic_answer(vu, hu):
     """With W = 0 every importance weight is deterministic, so AIS must be exact: this pins
-    down log Z_0 and the visible and hidden halves of the log-weight increments."""
+    down log Z_0 and the visible and hidden halves of the log-weight increments.
+
+    The second half is statistical: from a base-rate base the weights are random, and the
+    estimate must be within Z_MAX of its standard errors of log Z. With 100 runs the skewed
+    weights give the z-score a heavy lower tail (2 x 10^5 seeds: P(|z| > 4.5) = 1.35e-4);
+    with 1000 runs, 20,000 seeds per unit type gave sd 1.01, none beyond 4.4, and
+    P(|z| > 4) = 1.0e-4 and 1.5e-4, 1.6 and 2.4 times the normal tail: about 2e-5 at 4.5."""
     params = random_rbm(3, 5, 4, 0.0, vu, hu)
     exact = brute_log_z(params)
-    result = ais(params, jax.random.key(0), num_runs=100, betas=20)
+    result = ais(params, jax.random.key(0), num_runs=1000, betas=20)
     assert abs(float(result.log_z) - exact) < 1e-4
     assert float(result.stderr) < 1e-5
-    assert float(result.ess) == pytest.approx(100.0, rel=1e-4)
+    assert float(result.ess) == pytest.approx(1000.0, rel=1e-4)
     # A base-rate base differs from the target in its visible biases: random weights now,
     # but still an unbiased estimate of the same log Z.
     low = -1.0 if vu == "spin" else 0.0
     data = np.where(np.random.default_rng(1).random((30, 5)) < 0.3, 1.0, low)
-    result = ais(params, jax.random.key(0), num_runs=100, betas=20, data=data)
-    assert 0 < float(result.stderr) < 0.2
-    assert abs(float(result.log_z) - exact) < 4 * float(result.stderr)
+    result = ais(params, jax.random.key(0), num_runs=1000, betas=20, data=data)
+    assert 0 < float(result.stderr) < 0.1
+    assert abs(float(result.log_z) - exact) < Z_MAX * float(result.stderr)
 
 
 # --- agreement with exact log Z ----------------------------------------------------------
 
 
-def check_coverage(results, exact):
-    """20 independent estimates: a nominal 95% interval misses for a correct estimator about
-    once in 20; allowing 4 misses makes a false failure rare (P[Bin(20, 0.95) <= 15] = 3e-4)
-    while an estimator off by a few standard errors misses nearly always. The mean error must
-    be within 4 standard errors (of that mean) of zero, and the reported standard error must
-    match the spread of the estimates across seeds."""
+COVERAGE_SEEDS = 20
+#: At least this many of 20 nominal 95% intervals must cover: P[Bin(20, 0.92) <= 12] = 8.8e-5,
+#: and 8e-6 at the coverage measured over 2,000 seeds (94.3% coupled, 94.7% spin).
+MIN_COVERED = 13
+
+
+def check_calibration(results, exact):
+    """20 independent estimates (100 runs each) judged by their z-scores
+    z_i = (log Z_i - log Z) / se_i, which a correct estimator at a schedule long enough for
+    the model makes about standard normal (over 2,000 seeds: sd 1.02 for both models, from
+    -3.4 to 3.1 coupled and from -4.2 to 2.7 spin):
+
+    - no bias: |sqrt(20) mean z| < Z_MAX;
+    - a calibrated standard error: mean z^2 inside the chi-square(20)/20 interval of
+      probability 1 - P_MIN (a standard error off by 2x either way fails);
+    - coverage by repetition: at least MIN_COVERED of the 20 nominal 95% intervals hold log Z.
+
+    False failures, resampling the 2,000 measured z-scores in 10^6 sets of 20 (coupled,
+    spin): bias 3.4e-5 and 1.0e-5, calibration 1.1e-5 each, coverage 9e-6 and 7e-6 (8.8e-5
+    at a coverage of 92%).
+    """
+    z = (np.asarray(results.log_z) - exact) / np.asarray(results.stderr)
     lo, hi = (np.asarray(x) for x in results.log_z_interval)
     covered = int(np.sum((lo <= exact) & (exact <= hi)))
-    errors = np.asarray(results.log_z) - exact
-    assert covered >= 16, (covered, errors)
-    assert abs(errors.mean()) < 4 * errors.std(ddof=1) / math.sqrt(20) + 1e-3, errors
-    assert 0.5 < np.mean(np.asarray(results.stderr)) / errors.std(ddof=1) < 2.0
+    n = COVERAGE_SEEDS
+    assert z.shape == (n,)
+    assert abs(math.sqrt(n) * z.mean()) < Z_MAX, z
+    chi2_lo, chi2_hi = stats.chi2.ppf(P_MIN / 2, n) / n, stats.chi2.isf(P_MIN / 2, n) / n
+    assert chi2_lo < np.mean(z**2) < chi2_hi, (np.mean(z**2), z)
+    assert covered >= MIN_COVERED, (covered, z)
 
 
-def test_interval_covers_exact_log_z_coupled_bernoulli(coupled, coupled_runs):
+@pytest.mark.statistical
+def test_interval_is_calibrated_coupled_bernoulli(coupled, coupled_runs):
     """Strongly coupled 16x10 Bernoulli RBM, 100 runs, 1000 betas, 20 seeds."""
-    check_coverage(coupled_runs[1000], coupled[1])
+    check_calibration(coupled_runs[1000], coupled[1])
 
 
-def test_interval_covers_exact_log_z_spin():
+@pytest.mark.statistical
+def test_interval_is_calibrated_spin():
     """A coupled 12x8 RBM of +-1 spins in both layers, 100 runs, 500 betas, 20 seeds."""
     params = random_rbm(7, 12, 8, 0.5, "spin", "spin")
-    check_coverage(many_ais(params, 20, num_runs=100, betas=500), brute_log_z(params))
+    check_calibration(many_ais(params, 20, num_runs=100, betas=500), brute_log_z(params))
 
 
+@pytest.mark.statistical
 def test_digits_model_within_0_1_nats_at_default_schedule(digits_rbm, digits_default_ais):
-    """The issue's requirement: 64x20 digits model, reference schedule, 100 runs."""
+    """The issue's requirement: 64x20 digits model, reference schedule, 100 runs: within 0.1
+    nats of the exact log Z and within Z_MAX of its own standard errors (a 95% interval
+    would miss once in 20 seeds by design), with even weights (ESS above 50 of 100).
+
+    Over 3 trained models (training seeds 0-2) x 12 AIS keys, identical natively and under
+    AVX2: every |z| below 2.7, every error below 0.03 nats, ESS at least 98.7. The weights
+    are that even (squared coefficient of variation 0.01), so z is close to normal: false
+    failure about 6.8e-6."""
     _, exact = digits_rbm
     result = digits_default_ais
     assert result.log_weights.shape == (100,)
-    assert abs(float(result.log_z) - exact) < 0.1
-    lo, hi = (float(x) for x in result.log_z_interval)
-    assert lo <= exact <= hi
+    err = float(result.log_z) - exact
+    assert abs(err) < 0.1, err
+    assert abs(err) < Z_MAX * float(result.stderr), (err, float(result.stderr))
     assert float(result.ess) > 50  # a well-annealed run keeps the weights even
 
 
-def test_forward_and_reverse_bracket_exact_log_z(digits, digits_rbm, coupled, coupled_runs):
-    """With a short schedule (100 betas), reverse AIS and AIS bracket the exact log Z.
+def pooled_runs(runs):
+    """All runs of several estimates of one model (same base) summarised as one estimate."""
+    return summarize_log_weights(runs.log_weights.reshape(-1), runs.log_z_base[0])
+
+
+@pytest.mark.statistical
+def test_forward_and_reverse_bracket_exact_log_z(
+    digits, digits_rbm, coupled, coupled_runs, coupled_reverse
+):
+    """With a short schedule (100 betas) forward AIS errs low and reverse AIS high.
 
     Forward AIS is a stochastic lower bound (E log Z_hat <= log Z), but its bias is below its
-    noise, so one estimate may land above log Z: we require each forward interval to reach
-    log Z from below, the Jensen gap of single runs (mean log w + log Z_0 < log Z) to show,
-    and every forward estimate to lie below every reverse one. Reverse AIS (RAISE, one chain
-    per example) must be above log Z every time: its bias at this schedule is many standard
-    errors. Cases: the digits model reversed from training data, and the coupled model
-    reversed from exact samples.
+    noise, so one estimate may well land above log Z. What must hold: the Jensen gap of
+    single runs shows (mean log w + log Z_0 is below log Z by more than Z_MAX standard errors
+    of that mean); the estimate pooled over all runs is not significantly above log Z (one
+    sided, z < Z_MAX); and every reverse estimate (RAISE, one chain per example, 3 keys) is
+    above log Z by more than Z_MAX of its standard errors, hence above the pooled forward one.
+    The same bracket holds for the average log-likelihood of the starting data. Cases: the
+    digits model reversed from training data, and the coupled model reversed from exact
+    samples.
+
+    Margins, over 3 trained digits models x 400 forward keys (30 reverse keys each) and 2,000
+    coupled forward estimates (200 reverse keys), natively and under AVX2 (identical): the
+    Jensen-gap z at least 13 (digits) and 35 (coupled); the pooled forward z, resampling
+    2 x 10^5 pools of the measured runs, at most 4.2 and 3.6 (none above 4.5); the reverse z
+    at least 7.1 and 14.9; reverse minus pooled forward at least 0.22 and 0.85 nats. The
+    checks these replace failed too often: a forward 95% interval missed log Z from below in
+    0.5% (digits) and 0.05% (coupled) of seeds, about 5% for the 28 intervals of the old
+    test, and some forward estimate topped the lowest reverse one with probability 2.5e-4.
     """
     params, exact = digits_rbm
     rbm_coupled, exact_coupled, samples = coupled
-    cases = [
-        (params, exact, digits[:300], many_ais(params, 8, betas=100, data=digits), digits),
-        (rbm_coupled, exact_coupled, samples, coupled_runs[100], None),
+    digits_rev = [
+        reverse_ais(params, jax.random.key(s), digits[:300], betas=100, base_data=digits)
+        for s in range(3)
     ]
-    for p, ex, start, fwd, base_data in cases:
-        rev = np.array(
-            [
-                float(
-                    reverse_ais(p, jax.random.key(s), start, betas=100, base_data=base_data).log_z
-                )
-                for s in range(3)
-            ]
-        )
-        log_z = np.asarray(fwd.log_z)
-        assert np.all(np.asarray(fwd.log_z_interval[0]) <= ex), log_z - ex
-        assert np.max(log_z) < rev.min() and ex < rev.min(), (log_z - ex, rev - ex)
+    cases = [
+        (params, exact, digits[:300], many_ais(params, 8, betas=100, data=digits), digits_rev),
+        (rbm_coupled, exact_coupled, samples, coupled_runs[100], coupled_reverse[100, 1]),
+    ]
+    for p, ex, start, fwd, revs in cases:
         single_runs = np.asarray(fwd.log_weights) + np.asarray(fwd.log_z_base)[:, None]
-        assert np.mean(single_runs) < ex - 5 * np.std(single_runs) / math.sqrt(single_runs.size)
+        se_single = np.std(single_runs) / math.sqrt(single_runs.size)
+        assert np.mean(single_runs) < ex - Z_MAX * se_single, np.mean(single_runs) - ex
+        pooled = pooled_runs(fwd)
+        assert float(pooled.log_z) - ex < Z_MAX * float(pooled.stderr)
+        rev_z = np.array([(float(r.log_z) - ex) / float(r.stderr) for r in revs])
+        assert np.all(rev_z > Z_MAX), rev_z
+        assert float(pooled.log_z) < min(float(r.log_z) for r in revs)
         # The same bracket for the average log-likelihood of the starting data.
         exact_ll = float(log_likelihood(p, start, ex).mean)
-        fwd_ll = log_likelihood(p, start, jax.tree.map(lambda x: x[0], fwd))
-        rev_ll = log_likelihood(p, start, rev[0])
-        assert float(rev_ll.mean) < exact_ll <= float(fwd_ll.interval[1])
+        fwd_ll = log_likelihood(p, start, pooled)
+        assert exact_ll < float(fwd_ll.mean) + Z_MAX * float(fwd_ll.stderr)
+        for r in revs:
+            assert float(log_likelihood(p, start, r).mean) < exact_ll
 
 
-def test_reverse_weights_from_exact_samples_are_unbiased_for_inverse_z(coupled):
+@pytest.mark.statistical
+def test_reverse_weights_from_exact_samples_are_unbiased_for_inverse_z(coupled, coupled_reverse):
     """From exact samples, E[1/r] = 1/Z for any schedule: the pooled estimate
-    -log mean(1/r) must match log Z within 3 delta-method standard errors. The RAISE estimate
-    (mean over examples of log r) is biased high, and more chains per example shrink that."""
-    params, exact, samples = coupled
+    -log mean(1/r) must match log Z within Z_MAX delta-method standard errors. That needs the
+    1/r to be light-tailed: at 1000 betas (sd of log r 0.53) resampling 4 x 10^5 sets of 400
+    measured log r gave P(|z| > 4.5) = 3.3e-5; at 100 betas (sd 1.7) the z-score is skewed
+    (P(z > 3) = 5%), so only the bias is checked there. The RAISE estimate (mean over examples
+    of log r) is biased high, and more chains per example shrink that: at 100 betas the bias
+    is 1.42 nats with one chain and 0.45 with 8 (sd over 200 keys 0.078 and 0.044), so the
+    order fails with a correct implementation only beyond 10 standard deviations."""
+    _, exact, _ = coupled
+    (r,) = coupled_reverse[1000, 1]
+    assert r.log_weights.shape == (400, 1)
+    neg = -np.asarray(r.log_weights, np.float64).ravel()
+    pooled = float(r.log_z_base) - (np_logsumexp(neg) - math.log(neg.size))
+    w = np.exp(neg - neg.max())
+    se = w.std(ddof=1) / (w.mean() * math.sqrt(neg.size))
+    assert abs(pooled - exact) < Z_MAX * se, (pooled - exact, se)
     raise_bias = []
-    for num_chains in (1, 8):
-        r = reverse_ais(params, jax.random.key(3), samples, betas=100, num_chains=num_chains)
-        assert r.log_weights.shape == (400, num_chains)
-        neg = -np.asarray(r.log_weights, np.float64).ravel()
-        pooled = float(r.log_z_base) - (np_logsumexp(neg) - math.log(neg.size))
-        w = np.exp(neg - neg.max())
-        se = w.std(ddof=1) / (w.mean() * math.sqrt(neg.size))
-        assert abs(pooled - exact) < 3 * se + 1e-3, (pooled - exact, se)
+    for r in (coupled_reverse[100, 1][0], coupled_reverse[100, 8][0]):
+        assert r.log_weights.shape[0] == 400
         raise_bias.append(float(r.log_z) - exact)
         lo, hi = (float(x) for x in r.log_z_interval)
         assert lo < float(r.log_z) < hi
+    assert coupled_reverse[100, 8][0].log_weights.shape == (400, 8)
     assert raise_bias[0] > raise_bias[1] > 0, raise_bias
 
 
-def test_error_bars_shrink_with_runs_and_betas(coupled, coupled_runs):
-    params, exact, samples = coupled
+@pytest.mark.statistical
+def test_error_bars_shrink_with_runs_and_betas(coupled, coupled_runs, coupled_reverse):
+    """Each inequality below held with room to spare over 100 disjoint sets of 20 seeds
+    (2,000 estimates per schedule; reverse AIS over 200 keys): se_200 / se_100 was
+    0.763 +- 0.028 (max 0.841), long / short standard errors 0.222 +- 0.015, the RMSE ratio
+    0.195 +- 0.042 (max 0.349), the ESS gain 60.6 +- 1.5, and the reverse-forward gap
+    1.47 +- 0.10 at 100 betas and 0.147 +- 0.033 at 1000 (ratio at most 0.17). The closest
+    bound, gap > 0 at 1000 betas, is 4.4 standard deviations away (normal tail 5e-6)."""
+    _, exact, _ = coupled
     short, long = coupled_runs[100], coupled_runs[1000]
     # Pool the 20 independent 100-run estimates in pairs: 200 runs each.
     pairs = summarize_log_weights(short.log_weights.reshape(10, 200), short.log_z_base[:10])
@@ -321,9 +407,7 @@ def test_error_bars_shrink_with_runs_and_betas(coupled, coupled_runs):
     assert rmse[1] < rmse[0], rmse
     assert float(np.mean(long.ess)) > float(np.mean(short.ess))
     # The reverse-forward gap closes as well.
-    rev = [
-        float(reverse_ais(params, jax.random.key(4), samples, betas=b).log_z) for b in (100, 1000)
-    ]
+    rev = [float(coupled_reverse[b, 1][0].log_z) for b in (100, 1000)]
     gap = [rev[0] - float(np.mean(short.log_z)), rev[1] - float(np.mean(long.log_z))]
     assert 0 < gap[1] < 0.5 * gap[0], gap
 
@@ -343,7 +427,11 @@ def test_summary_pools_runs_like_one_big_run(coupled_runs):
 # --- log-likelihoods, batches, dtypes, numerics --------------------------------------------
 
 
+@pytest.mark.statistical
 def test_log_likelihood_exact_and_from_estimates(digits, digits_rbm, digits_default_ais):
+    """Exact log Z: exact per-example log-likelihoods with a zero-width interval. An AIS
+    estimate: its interval mapped through -log Z, and the exact average within Z_MAX of its
+    standard errors (the same z-score as the digits test, hence the same error rate)."""
     params = random_rbm(4, 6, 5, 1.0)
     V, _, table = brute_joint_log_weights(params.weights, params.visible_bias, params.hidden_bias)
     log_pv = np_logsumexp(table, axis=1) - np_logsumexp(table)
@@ -355,41 +443,65 @@ def test_log_likelihood_exact_and_from_estimates(digits, digits_rbm, digits_defa
         assert float(ll.interval[0]) == float(ll.interval[1]) == float(ll.mean)
         assert float(ll.stderr) == 0.0
 
-    # From an AIS estimate the interval maps through -log Z and contains the exact value.
+    # From an AIS estimate the interval maps through -log Z (its ends swap), and the exact
+    # value is within Z_MAX standard errors (the digits test's z-score, with its sign flipped).
     params, exact = digits_rbm
     exact_ll = float(log_likelihood(params, digits, exact).mean)
     ll = log_likelihood(params, digits, digits_default_ais)
     lo, hi = float(ll.interval[0]), float(ll.interval[1])
-    assert lo <= exact_ll <= hi and lo < float(ll.mean) < hi
+    mean_neg_f = float(ll.mean) + float(digits_default_ais.log_z)
+    z_lo, z_hi = (float(x) for x in digits_default_ais.log_z_interval)
+    assert lo == pytest.approx(mean_neg_f - z_hi, abs=1e-4)
+    assert hi == pytest.approx(mean_neg_f - z_lo, abs=1e-4)
+    assert lo < float(ll.mean) < hi
     assert float(ll.stderr) == float(digits_default_ais.stderr) > 0
+    assert abs(float(ll.mean) - exact_ll) < Z_MAX * float(ll.stderr)
 
 
+@pytest.mark.statistical
 def test_batched_params_give_one_estimate_per_rbm():
+    """Three RBMs in one batch, each estimate judged against its own exact log Z.
+
+    Forward, 400 runs: within Z_MAX standard errors. With 100 runs the z-scores' tails were
+    up to 4 times the normal ones (12,000 of them, over 4000 keys: P(|z| > 4) up to 5e-4,
+    none beyond 4.1); 400 runs halve the skew (3000 z-scores within -3.5 and 3.3): about
+    2e-5 per z-score at 4.5, 6e-5 for the three.
+
+    Reverse, 2 chains per example: the data are samples of the first RBM only, so for the
+    other two it has no guaranteed sign; within Z_MAX standard errors plus 0.05 nats. Over
+    100 keys (rev - log Z) / se had mean 0.3-0.6 and sd 1.03-1.05 per RBM, so the 0.05 nats
+    (2.3-3.5 standard errors) put the bound beyond 7 sd."""
     batch = [random_rbm(s, 8, 6, 0.8) for s in range(3)]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
     data = np.asarray(sample_exact(jax.random.key(0), batch[0], (50,))[0])
     exact = np.array([brute_log_z(p) for p in batch])
-    fwd = ais(params, jax.random.key(0), num_runs=100, betas=500, data=data)
+    fwd = ais(params, jax.random.key(0), num_runs=400, betas=500, data=data)
     rev = reverse_ais(params, jax.random.key(1), data, betas=500, num_chains=2)
-    assert fwd.log_z.shape == (3,) and fwd.log_weights.shape == (3, 100)
+    assert fwd.log_z.shape == (3,) and fwd.log_weights.shape == (3, 400)
     assert rev.log_z.shape == (3,) and rev.log_weights.shape == (3, 50, 2)
-    # Distinct RBMs get distinct answers, each right: 5 standard errors, or for reverse AIS
-    # (biased high, and the data are samples of the first RBM only) 0.05 nats more.
-    assert np.all(np.abs(np.asarray(fwd.log_z) - exact) < 5 * np.asarray(fwd.stderr))
-    assert np.all(np.asarray(rev.log_z) - exact > -5 * np.asarray(rev.stderr))
-    assert np.all(np.asarray(rev.log_z) - exact < 5 * np.asarray(rev.stderr) + 0.05)
+    # Distinct RBMs get distinct answers, each right: Z_MAX standard errors, or for reverse
+    # AIS (biased high, and the data are samples of the first RBM only) 0.05 nats more.
+    assert np.all(np.abs(np.asarray(fwd.log_z) - exact) < Z_MAX * np.asarray(fwd.stderr))
+    rev_err = np.abs(np.asarray(rev.log_z) - exact)
+    assert np.all(rev_err < Z_MAX * np.asarray(rev.stderr) + 0.05), rev_err
     ll = log_likelihood(params, data, fwd)
     assert ll.mean.shape == (3,) and ll.per_example.shape == (50, 3)
     single = log_likelihood(batch[2], data, float(fwd.log_z[2]))
     assert float(ll.mean[2]) == pytest.approx(float(single.mean), abs=1e-4)
 
 
+@pytest.mark.statistical
 def test_float64_parameters_run_in_float64(x64):
+    """float64 in, float64 out, and an estimate within Z_MAX standard errors of log Z, from
+    1000 runs: with 100 the z-score's lower tail is heavy (8000 keys: P(|z| > 4) = 2.5e-4,
+    4 times the normal tail, one z below -4.5); with 400, 2000 keys gave z from -3.56 to
+    2.92 (sd 1.03); the skew of the mean weight falls as 1/sqrt(runs), so 1000 runs have
+    less still."""
     params = random_rbm(5, 10, 6, 1.0, "spin", "bernoulli", dtype=jnp.float64)
     exact = brute_log_z(params)
-    result = ais(params, jax.random.key(0), num_runs=100, betas=500)
+    result = ais(params, jax.random.key(0), num_runs=1000, betas=500)
     assert result.log_z.dtype == jnp.float64 and result.log_weights.dtype == jnp.float64
-    assert abs(float(result.log_z) - exact) < 4 * float(result.stderr)
+    assert abs(float(result.log_z) - exact) < Z_MAX * float(result.stderr)
 
 
 def test_compensated_summation_of_float32_increments():

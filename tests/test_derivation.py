@@ -4,14 +4,16 @@ Ground truth is brute-force enumeration of all joint states written here and in
 ``conftest.py`` (numpy, independent of the library); the library is used only where the claim
 is about it (its ``free_energy``, ``energy``, ``log_partition``, ``sample_exact``,
 ``gibbs_sweep``). Statistical checks use fixed seeds and z-scores whose standard errors come
-from the spread of independent batches.
+from the spread of independent batches; each states its false-failure probability for a
+correct implementation (tests/audit_learn.md gives the measurements behind them).
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights, brute_states, state_index
+from conftest import P_MIN, brute_joint_log_weights, brute_states, state_index
+from scipy import stats
 
 from numpyro_rbm import RBMParams, energy, free_energy, gibbs_sweep, log_partition, sample_hidden
 from numpyro_rbm.partition import sample_exact
@@ -153,6 +155,13 @@ def z_scores(estimates, exact):
     return np.where(se == 0, np.where(estimates.mean(0) == exact, 0.0, np.inf), z)
 
 
+def family_pvalue(z):
+    """Bonferroni p-value of the largest of d z-scores: d * P(|Z| > max |z|), at most 1.
+    Requiring it >= P_MIN fails a correct estimator with probability <= P_MIN."""
+    z = np.abs(np.asarray(z))
+    return min(1.0, z.size * 2 * stats.norm.sf(z.max()))
+
+
 # --- Q1: the gradient is positive minus negative phase ---------------------------------------
 
 
@@ -241,20 +250,25 @@ def estimates(request):
         }
 
 
+@pytest.mark.statistical
 def test_stop_gradient_surrogates_are_unbiased_with_exact_samples(estimates):
-    """The mean of K independent estimates is within a few SE of the exact gradient, for the
-    free-energy surrogate and for the question's last line (energy with sampled h held fixed);
-    a sign flip and CD-1 (negative samples one Gibbs sweep from the data) fail the same check.
-    """
+    """The mean of K independent estimates is consistent with the exact gradient, for the
+    free-energy surrogate and for the question's last line (energy with sampled h held fixed):
+    23 z-scores each, whose Bonferroni p-value must be >= P_MIN (max |z| < 5.05), so a
+    correct estimator fails with probability <= 2 * P_MIN per unit pair. A sign flip and
+    CD-1 (negative samples one Gibbs sweep from the data) fail the same check. Over 200 sets
+    of keys, max |z| of the two correct estimators reached 4.0 (Bernoulli) and 4.4 (spin),
+    against a threshold of 5.05 (the old one, 4.5, had no room to spare); the sign flip's
+    was at least 190 and CD-1's at least 8.9 (Bernoulli, median 12) and 170 (spin)."""
     exact = estimates["exact"]
-    # 23 components; |z| < 4.5 for all has family-wise false-alarm rate < 2e-4 (Bonferroni).
-    assert np.abs(z_scores(estimates["free"], exact)).max() < 4.5
-    assert np.abs(z_scores(estimates["energy"], exact)).max() < 4.5
+    assert family_pvalue(z_scores(estimates["free"], exact)) >= P_MIN
+    assert family_pvalue(z_scores(estimates["energy"], exact)) >= P_MIN
     # The same criterion rejects wrong estimators: a sign flip, and CD-1 (biased).
-    assert np.abs(z_scores(-estimates["free"], exact)).max() > 4.5
-    assert np.abs(z_scores(estimates["cd1"], exact)).max() > 4.5
+    assert family_pvalue(z_scores(-estimates["free"], exact)) < P_MIN
+    assert family_pvalue(z_scores(estimates["cd1"], exact)) < P_MIN
 
 
+@pytest.mark.statistical
 def test_rao_blackwellised_estimator_has_lower_variance(estimates):
     r"""Summing h out analytically (free energy) Rao-Blackwellises sampling h:
     :math:`\mathrm{Var}(\mathbb E[g \mid v]) \le \mathrm{Var}(g)`.
@@ -262,7 +276,8 @@ def test_rao_blackwellised_estimator_has_lower_variance(estimates):
     The visible-bias components do not involve h, so both estimators give the same numbers
     there; on the W and c components (summed variances over K = 400 batches of 16) we saw
     energy / free-energy variance ratios of 4.4 (0.312 / 0.071, Bernoulli) and 2.3
-    (1.147 / 0.503, spin).
+    (1.147 / 0.503, spin). Over 200 sets of keys the ratio was 4.56 +- 0.16 (Bernoulli) and
+    2.26 +- 0.06 (spin, at least 2.08): the threshold 1.5 is 12 sd below the closer one.
     """
     n_w = N_VISIBLE * N_HIDDEN
     vis = slice(n_w, n_w + N_VISIBLE)
@@ -270,7 +285,7 @@ def test_rao_blackwellised_estimator_has_lower_variance(estimates):
     uses_h = np.r_[0:n_w, n_w + N_VISIBLE : n_w + N_VISIBLE + N_HIDDEN]
     var_free = estimates["free"][:, uses_h].var(0, ddof=1).sum()
     var_energy = estimates["energy"][:, uses_h].var(0, ddof=1).sum()
-    # Each summed variance is itself estimated to within about 10% from K = 400 draws.
+    # Each summed variance is itself estimated to within a few % from K = 400 draws.
     assert var_energy > 1.5 * var_free
 
 

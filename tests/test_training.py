@@ -1,8 +1,11 @@
 """Training: estimator gradients against brute-force enumeration, learning, resume, NaN guard.
 
 Statistical checks compare a Monte Carlo gradient with its exact expectation coordinate by
-coordinate: |estimate - exact| < 4.5 standard errors for each of the ~25 coordinates, a
-family-wise false-alarm rate below 25 * 7e-6 (normal tails) for a correct implementation.
+coordinate: z = (estimate - exact) / standard error for each of the d = 23 coordinates, and
+the test fails when the Bonferroni p-value of the largest, d * P(|Z| > max |z|), is below
+P_MIN (max |z| above 5.05 for d = 23): a family-wise false-failure probability below 1e-5
+for a correct implementation. Learning is judged over several seeds, with thresholds set
+from the spread measured over many (tests/audit_learn.md gives the figures).
 """
 
 import math
@@ -13,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import brute_joint_log_weights, brute_states
+from conftest import P_MIN, brute_joint_log_weights, brute_states
+from scipy import stats
 
 from numpyro_rbm import RBMParams, datasets, io, training
 from numpyro_rbm.learning.monitors import monitor_rhat
@@ -27,8 +31,6 @@ from numpyro_rbm.training import (
     pseudo_log_likelihood,
     pt_negative,
 )
-
-Z_MAX = 4.5
 
 
 def _softmax(x, axis=None):
@@ -84,10 +86,17 @@ def _brute_samples(rng, w, b, c, vu, hu, m):
     return V[rng.choice(len(V), size=m, p=pv)]
 
 
+def _assert_z_family(z):
+    """Fails when the Bonferroni p-value of the largest of the d z-scores,
+    d * P(|Z| > max |z|), is below P_MIN (family-wise false-failure probability <= P_MIN)."""
+    z = np.abs(np.asarray(z))
+    p = min(1.0, z.size * 2 * stats.norm.sf(z.max()))
+    assert p >= P_MIN, f"max |z| = {z.max():.2f} at coordinate {z.argmax()} (p = {p:.1e})"
+
+
 def _assert_within_se(estimate, exact, per_sample, m):
     se = per_sample.std(0, ddof=1) / math.sqrt(m)
-    z = np.abs(estimate - exact) / np.maximum(se, 1e-12)
-    assert np.all(z < Z_MAX), f"max |z| = {z.max():.2f} at coordinate {z.argmax()}"
+    _assert_z_family((estimate - exact) / np.maximum(se, 1e-12))
 
 
 @pytest.mark.parametrize("units", [("bernoulli", "bernoulli"), ("spin", "bernoulli")])
@@ -143,13 +152,21 @@ def _check_negative_phase(model, v_data, v_model):
     _assert_within_se(est, exact, _per_sample_neg_grad(w, c, v_model, hu), len(v_model))
 
 
+@pytest.mark.statistical
 def test_exact_negative_samples_give_the_exact_gradient(x64, small_model):
+    """20,000 exact negative samples: the 23 z-scores of the gradient against enumeration pass
+    the Bonferroni check (false failure <= P_MIN). Over 200 seeds every coordinate's z had
+    mean within 0.12 of 0 and sd 0.90-1.05, and max |z| never exceeded 3.9 (threshold 5.05)."""
     model, v_data = small_model
     samples = _brute_samples(np.random.default_rng(5), *model, m=20000)
     _check_negative_phase(model, v_data, samples)
 
 
+@pytest.mark.statistical
 def test_pcd_chains_give_the_exact_gradient(x64, small_model):
+    """4000 PCD chains after 100 sweeps: the same 23-coordinate check as exact samples (false
+    failure <= P_MIN). Over 200 keys each coordinate's z had mean within 0.11 of 0 and sd
+    0.94-1.09 (so 100 sweeps reach stationarity), max |z| at most 4.0 (threshold 5.05)."""
     model, v_data = small_model
     params = _params(*model)
     start = jnp.zeros((4000, 5))
@@ -182,7 +199,12 @@ def test_pcd_update_reads_the_chains_then_advances_them(x64):
     assert np.any(np.asarray(stepped.chains) != x)  # the chains did take their sweep
 
 
+@pytest.mark.statistical
 def test_parallel_tempering_gives_the_exact_gradient(x64, small_model):
+    """The model replica of PT after 60 steps: the 23-coordinate check (false failure
+    <= P_MIN), and the base replica uniform: 5 z-scores, Bonferroni again (<= P_MIN). Over
+    200 keys: gradient z means within 0.04 of 0, sd 0.93-1.04, max |z| 3.8; base-replica max
+    |z| 3.4; the smallest swap acceptance rate of any step 0.64 (threshold 0.05)."""
     model, v_data = small_model
     params = _params(*model)
     betas = jnp.linspace(0.0, 1.0, 4)
@@ -201,11 +223,16 @@ def test_parallel_tempering_gives_the_exact_gradient(x64, small_model):
     assert np.all((np.asarray(rates) > 0.05) & (np.asarray(rates) <= 1.0))
     _check_negative_phase(model, v_data, chains[-1])
     # The beta = 0 replica is the independent base model: uniform for zero base bias.
-    np.testing.assert_allclose(np.asarray(chains[0]).mean(0), 0.5, atol=4.5 * 0.5 / 63)
+    _assert_z_family((np.asarray(chains[0]).mean(0) - 0.5) / (0.5 / math.sqrt(4000)))
 
 
+@pytest.mark.statistical
 def test_cd1_gradient_has_its_exact_expectation(x64, small_model):
-    """CD-1 is biased; its expectation is E_{v'~T(v'|v)} with T = sum_h p(h|v) p(v'|h)."""
+    """CD-1 is biased; its expectation is E_{v'~T(v'|v)} with T = sum_h p(h|v) p(v'|h).
+
+    23 z-scores against that expectation, Bonferroni (false failure <= P_MIN); over 200 keys
+    max |z| reached 4.1 (threshold 5.05). The bias against the likelihood gradient is 47-48
+    of the largest standard error in every key (threshold 10)."""
     (w, b, c, vu, hu), v_data = small_model
     V = brute_states(5, vu)
     H = brute_states(3, hu)
@@ -221,8 +248,7 @@ def test_cd1_gradient_has_its_exact_expectation(x64, small_model):
     # The negative samples are independent given their start; standard errors per start row.
     per = _per_sample_neg_grad(w, c, v_model, hu).reshape(reps, len(v_data), -1)
     se = np.sqrt(per.var(0, ddof=1).sum(0)) / (len(v_data) * math.sqrt(reps))
-    z = np.abs(est - exact_cd) / se
-    assert np.all(z < Z_MAX), f"max |z| = {z.max():.2f}"
+    _assert_z_family((est - exact_cd) / se)
     # And CD-1 is visibly biased with respect to the likelihood gradient here.
     assert np.max(np.abs(exact_cd - _exact_gradient(w, b, c, vu, hu, v_data))) > 10 * se.max()
 
@@ -245,7 +271,12 @@ def test_pseudo_log_likelihood_matches_brute_force(x64):
     np.testing.assert_allclose(got, total / len(v), rtol=1e-10)
 
 
+@pytest.mark.statistical
 def test_chain_rhat_flags_stuck_chains():
+    """Split R-hat of 50 sweeps of 8 chains, 4 in each mode: above 1.5 when the modes cannot
+    be crossed, below 1.1 when the couplings are weak. Over 1000 keys the stuck R-hat was at
+    least 2.5, and the weak one 1.0067 +- 0.0074 (at most 1.041; the threshold is 13 sd
+    away)."""
     # Strong ferromagnetic couplings: two modes (all +1 / all -1) that Gibbs cannot cross.
     params = RBMParams(jnp.full((8, 2), 1.0), jnp.zeros(8), jnp.zeros(2), "spin", "spin")
     stuck = jnp.concatenate([jnp.ones((4, 8)), -jnp.ones((4, 8))])
@@ -262,34 +293,58 @@ def bas3():
     return np.tile(datasets.bars_and_stripes(3), (10, 1))  # 140 rows, 14 distinct
 
 
+#: Seeds of the bars-and-stripes learning test: the thresholds below are set from the spread
+#: over 40 seeds (tests/audit_learn.md).
+BAS_SEEDS = range(8)
+
+
+@pytest.mark.statistical
 def test_pcd_learns_bars_and_stripes_3x3(bas3):
+    """PCD (Adam, centering) on 3x3 bars-and-stripes, 8 hidden units, 60 epochs, 8 seeds (one
+    compilation; a further seed costs about a second).
+
+    One seed's learning curve is not monotone (it dips after epoch 12), and where it ends
+    varies from seed to seed: over seeds 0-39 (identical natively and under AVX2) the final
+    exact log-likelihood was -3.085 +- 0.145, from -3.44 to -2.91 (optimum -ln 14 = -2.64),
+    and only 69% of the steps between evaluations went up. So the claims are about the mean
+    over the 8 seeds (sd of that mean: the per-seed sd / sqrt 8), thresholds set from that
+    spread:
+
+    - final log-likelihood above -3.35 (per seed -3.085 +- 0.145: 5.2 sd of the mean away);
+    - the last five evaluations better than the first five by more than 0.5 nats (per seed
+      0.92 +- 0.21: 5.7 sd);
+    - the last evaluation better than the first by more than 1 nat (2.00 +- 0.23: 12 sd).
+
+    Normal tails put the three together below 1e-6.
+    """
     patterns = datasets.bars_and_stripes(3)
+    curves = []
     with warnings.catch_warnings():  # PCD chains do stop mixing on this multimodal target
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = fit(
-            bas3,
-            8,
-            epochs=60,
-            batch_size=14,
-            learning_rate=0.05,
-            eval_every=6,
-            progress=False,
-            seed=0,
-        )
-    ll = np.asarray(res.history["train_log_likelihood"])
+        for seed in BAS_SEEDS:
+            res = fit(
+                bas3,
+                8,
+                epochs=60,
+                batch_size=14,
+                learning_rate=0.05,
+                eval_every=6,
+                progress=False,
+                seed=seed,
+            )
+            curves.append(res.history["train_log_likelihood"])
     assert res.history["epoch"] == list(range(6, 61, 6))
     # History LL equals an independent exact computation on the final parameters.
     params = res.params
     exact = float(jnp.mean(-training.free_energy(params, patterns)) - log_partition(params))
-    np.testing.assert_allclose(ll[-1], exact, rtol=1e-5)
-    optimum = -math.log(14)
-    assert exact > -3.2, f"final {exact:.3f}, optimum {optimum:.3f}"
-    # Improves on average: each half of the run better than the one before, and the start.
-    assert ll[5:].mean() > ll[:5].mean() > ll[0] - 0.05
-    assert np.mean(np.diff(ll) > 0) >= 0.6
+    np.testing.assert_allclose(curves[-1][-1], exact, rtol=1e-5)
     assert res.chains.shape == (100, 9)
     # Chain R-hat is monitored at every evaluation (its warnings are silenced above).
-    assert len(res.history["chain_rhat"]) == len(ll)
+    assert len(res.history["chain_rhat"]) == len(curves[-1])
+    ll = np.asarray(curves)  # (seeds, evaluations)
+    assert ll[:, -1].mean() > -3.35, (ll[:, -1], -math.log(14))
+    assert np.mean(ll[:, 5:].mean(1) - ll[:, :5].mean(1)) > 0.5, ll
+    assert np.mean(ll[:, -1] - ll[:, 0]) > 1.0, ll
 
 
 def test_resume_equals_uninterrupted_run_bitwise(bas3, tmp_path):
