@@ -478,7 +478,7 @@ def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
         (dict(visible_units="spin"), r"only the spin values \{-1, 1\}; row 0, column 0 is 0 \("),
         (dict(data=np.zeros(9)), "non-empty 2-D array"),
         (dict(data=np.full((5, 9), 0.5)), r"row 0, column 0 is 0.5 \(45 bad entries\)"),
-        (dict(callbacks=[1]), "callbacks must be callables"),
+        (dict(callbacks=[1]), "callbacks and monitors must be callables"),
         (dict(eval_every="often"), "eval_every must be an integer >= 1, 'auto' or None"),
         (dict(devices=["cpu:0"]), "devices must be a non-empty sequence of jax devices"),
         (dict(devices=[]), "devices must be a non-empty sequence of jax devices"),
