@@ -1,56 +1,121 @@
-"""numpyro-rbm: Restricted Boltzmann Machines for NumPyro, JAX and ArviZ."""
+"""numpyro-rbm: Restricted Boltzmann Machines for NumPyro, JAX and ArviZ.
 
-from . import core, datasets, diagnostics, io, partition, potts, units
-from .ais import (
-    AISResult,
-    LogLikelihood,
-    ais,
-    log_likelihood,
-    reverse_ais,
-    summarize_log_weights,
-)
-from .clamp import ClampedRBM, clamp_params, clamped_log_partition
-from .core import (
-    RBMParams,
-    energy,
-    free_energy,
-    gibbs_sweep,
-    hidden_free_energy,
-    hidden_log_prob,
-    hidden_mean,
-    init_params,
-    sample_hidden,
-    sample_visible,
-    visible_log_prob,
-    visible_mean,
-)
-from .distribution import RBM
-from .infer import RBMGibbs
-from .partition import EnumerationTooLarge, log_partition, sample_exact
-from .training import (
-    FitResult,
-    TrainingDiverged,
-    TrainState,
-    cd_negative,
-    fit,
-    free_energy_loss,
-    loss_gradient,
-    pcd_negative,
-    pt_negative,
-)
-from .units import (
-    Bernoulli,
-    DReLU,
-    Gaussian,
-    Potts,
-    ReLU,
-    Spin,
-    UnitType,
-    gaussian_from_cho,
-    gaussian_to_cho,
-)
+The package imports its modules on first use (PEP 562): ``import numpyro_rbm`` and
+``numpyro-rbm --help`` do not load JAX, NumPyro or ArviZ; ``numpyro_rbm.fit`` and the other
+names below load their module when first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("core", "datasets", "diagnostics", "io", "partition", "potts", "units")
+# Modules that were attributes of the package once it was imported (before it was lazy).
+_OTHER_MODULES = ("clamp", "distribution", "infer", "training")
+
+# name -> the module that defines it
+_NAMES = {
+    **dict.fromkeys(
+        ["AISResult", "LogLikelihood", "ais", "log_likelihood", "reverse_ais",
+         "summarize_log_weights"], "ais"),
+    **dict.fromkeys(["ClampedRBM", "clamp_params", "clamped_log_partition"], "clamp"),
+    **dict.fromkeys(
+        ["RBMParams", "energy", "free_energy", "gibbs_sweep", "hidden_free_energy",
+         "hidden_log_prob", "hidden_mean", "init_params", "sample_hidden", "sample_visible",
+         "visible_log_prob", "visible_mean"], "core"),
+    "RBM": "distribution",
+    "RBMGibbs": "infer",
+    **dict.fromkeys(["EnumerationTooLarge", "log_partition", "sample_exact"], "partition"),
+    **dict.fromkeys(
+        ["FitResult", "TrainingDiverged", "TrainState", "cd_negative", "fit",
+         "free_energy_loss", "loss_gradient", "pcd_negative", "pt_negative"], "training"),
+    **dict.fromkeys(
+        ["Bernoulli", "DReLU", "Gaussian", "Potts", "ReLU", "Spin", "UnitType",
+         "gaussian_from_cho", "gaussian_to_cho"], "units"),
+}  # fmt: skip
+
+
+def __getattr__(name):
+    if name in _SUBMODULES or name in _OTHER_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        setattr(sys.modules[__name__], name, value)  # found directly from now on
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``numpyro_rbm.ais`` binds the package attribute ``ais`` to
+    the module; the package's ``ais`` is the function, whoever imported the module first."""
+
+    def __setattr__(self, name, value):
+        if name == "ais" and isinstance(value, types.ModuleType):
+            value = value.ais
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on first use
+    from . import core, datasets, diagnostics, io, partition, potts, units  # noqa: F401
+    from .ais import (  # noqa: F401
+        AISResult,
+        LogLikelihood,
+        ais,
+        log_likelihood,
+        reverse_ais,
+        summarize_log_weights,
+    )
+    from .clamp import ClampedRBM, clamp_params, clamped_log_partition  # noqa: F401
+    from .core import (  # noqa: F401
+        RBMParams,
+        energy,
+        free_energy,
+        gibbs_sweep,
+        hidden_free_energy,
+        hidden_log_prob,
+        hidden_mean,
+        init_params,
+        sample_hidden,
+        sample_visible,
+        visible_log_prob,
+        visible_mean,
+    )
+    from .distribution import RBM  # noqa: F401
+    from .infer import RBMGibbs  # noqa: F401
+    from .partition import EnumerationTooLarge, log_partition, sample_exact  # noqa: F401
+    from .training import (  # noqa: F401
+        FitResult,
+        TrainingDiverged,
+        TrainState,
+        cd_negative,
+        fit,
+        free_energy_loss,
+        loss_gradient,
+        pcd_negative,
+        pt_negative,
+    )
+    from .units import (  # noqa: F401
+        Bernoulli,
+        DReLU,
+        Gaussian,
+        Potts,
+        ReLU,
+        Spin,
+        UnitType,
+        gaussian_from_cho,
+        gaussian_to_cho,
+    )
 
 __all__ = [
     # modules

@@ -4,6 +4,9 @@ Every file is a NumPy ``.npz`` archive of plain numeric arrays plus one string a
 JSON metadata (format version, unit types, user metadata). Files are read with
 ``numpy.load(..., allow_pickle=False)``, so loading never executes code: an archive holding an
 object array (which NumPy can only store by pickling) is refused with a :class:`ValueError`.
+Every refusal says what is wrong with the file: not an archive at all (and what it looks
+like: text, a single ``.npy`` array, a pickle, empty), a damaged archive (truncated or
+corrupted), an array that needs pickle, or an archive without this module's metadata.
 
 Writes are atomic: the archive is written to a temporary file in the destination folder,
 flushed to disk, and moved over the destination with :func:`os.replace`, so a crash or a full
@@ -16,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -59,28 +63,86 @@ def _atomic_savez(path, arrays: dict, metadata: dict) -> None:
         raise
 
 
+def _what_it_is(head: bytes) -> str:
+    """What a file that is not a zip archive looks like, from its first bytes."""
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single NumPy array (.npy), not an .npz archive"
+    if head[:1] == b"\x80":
+        return "a Python pickle, which is refused because loading one can execute code"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a zip archive (it starts with the bytes {head[:8]!r})"
+    if all(c.isprintable() or c.isspace() for c in text):
+        return "a text file"
+    return f"not a zip archive (it starts with the bytes {head[:8]!r})"
+
+
+def _needs_pickle(archive, name) -> bool:
+    """Whether the array ``name`` of an open .npz is an object array (stored by pickling)."""
+    try:
+        with archive.zip.open(name + ".npy") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            _, _, dtype = read(f)
+        return np.dtype(dtype).hasobject
+    except Exception:  # an unreadable header: not an object array we can recognise
+        return False
+
+
+def _read_arrays(path) -> dict:
+    """The arrays of the .npz archive ``path``, never unpickling anything; a ValueError that
+    says what is wrong with the file otherwise."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head.startswith(b"PK"):
+        raise ValueError(
+            f"{path} is not a numpyro-rbm file: it is {_what_it_is(head)}. numpyro_rbm.io "
+            "writes .npz archives (numpyro-rbm train writes RUN/model.npz)"
+        )
+    damaged = f"{path} is a damaged .npz archive (truncated, or changed after it was written)"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{damaged}: {err}") from err
+    arrays = {}
+    with archive:
+        for name in archive.files:
+            try:
+                arrays[name] = archive[name]
+            except ValueError as err:
+                if _needs_pickle(archive, name):
+                    raise ValueError(
+                        f"{path}: array {name!r} holds Python objects, which only pickle can "
+                        "store; it is refused because loading a pickle can execute code. It "
+                        "was not written by numpyro_rbm.io"
+                    ) from err
+                raise ValueError(f"{damaged}: array {name!r}: {err}") from err
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+                raise ValueError(f"{damaged}: array {name!r}: {err}") from err
+    return arrays
+
+
 def _safe_load(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("not an .npz archive")
-        with archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(
-            f"{path} is not a numpyro-rbm file (an .npz archive of numeric arrays written by "
-            f"numpyro_rbm.io); files that need pickle are refused because loading them can "
-            f"execute code. Details: {err}"
-        ) from err
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; pass a file written by numpyro_rbm.io")
+    arrays = _read_arrays(path)
     if _META_KEY not in arrays:
         raise ValueError(
-            f"{path} has no {_META_KEY!r} entry; it was not written by numpyro_rbm.io"
+            f"{path} is an .npz archive of the arrays {sorted(arrays)} but has no "
+            f"{_META_KEY!r} entry: it was not written by numpyro_rbm.io"
         )
-    metadata = json.loads(str(arrays.pop(_META_KEY)))
-    version = metadata.get("format_version")
+    try:
+        metadata = json.loads(str(arrays.pop(_META_KEY)))
+    except ValueError as err:
+        raise ValueError(f"{path}: its {_META_KEY!r} entry is not valid JSON ({err})") from err
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {version!r}; this numpyro-rbm reads version "

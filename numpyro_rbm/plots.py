@@ -35,7 +35,10 @@ _METRIC_LABELS = {
     "log_likelihood": ("mean log p(v) [nats]", "Exact log-likelihood (higher is better)"),
     "reconstruction_error": ("mean squared error", "Reconstruction error v -> h -> v"),
     "pseudo_log_likelihood": ("mean log PL(v) [nats]", "Pseudo-log-likelihood"),
-    "chain_rhat": ("split R-hat of F(v)", "Persistent chains: R-hat (1 = mixed)"),
+    "chain_rhat": (
+        "R-hat of F(v) and mean v, 50 sweeps",
+        "Persistent chains: R-hat (they mix below the dashed line)",
+    ),
 }
 
 
@@ -173,6 +176,10 @@ def plot_learning_curves(history, optimum: float | None = None):
         ylabel, title = _METRIC_LABELS.get(base, (base.replace("_", " "), base))
         if base == "log_likelihood" and optimum is not None:
             ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label="optimum")
+        if base == "chain_rhat":
+            from .diagnostics import RHAT_THRESHOLD
+
+            ax.axhline(RHAT_THRESHOLD, color="k", linestyle="--", linewidth=1)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -278,8 +278,13 @@ def _flip_scores(params: RBMParams, v, flip):
 
 
 @jax.jit
-def _neg_free_energy(params: RBMParams, v):
-    return -free_energy(params, v)
+def _visible_means(params: RBMParams, h):
+    return visible_mean(params, h)
+
+
+@jax.jit
+def _free_energies(params: RBMParams, v):
+    return free_energy(params, v)
 
 
 def _x64(dtype):
@@ -623,12 +628,57 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         X = validate_data(
             self, X, accept_sparse="csr", reset=False, dtype=(np.float64, np.float32)
         )
-        dtype = np.result_type(X.dtype, self.components_.dtype)
+        return self._mean_hiddens(X)
+
+    # --- scikit-learn's private helpers ------------------------------------------------------
+    # scikit-learn's own tests and code in the wild call these; same signatures, semantics and
+    # dtypes (those of NumPy arithmetic on the input and the fitted parameters), computed by
+    # the core's conditionals. Inputs are not validated, as in scikit-learn: any dense array
+    # whose last axis has the layer's size (a single row is 1-D), or a sparse matrix.
+
+    def _layer_map(self, fn, x, out_shape):
+        """``fn(params, rows)`` (jit-compiled, rows ``(n, d)``) over the rows of ``x`` in the
+        dtype NumPy's arithmetic on ``x`` and the parameters gives, shaped
+        ``x.shape[:-1] + out_shape``."""
+        if sp.issparse(x):
+            x, lead = sp.csr_matrix(x), x.shape[:1]
+        else:
+            x = np.asarray(x)
+            lead = x.shape[:-1]
+            x = x.reshape(-1, x.shape[-1])
+        dtype = np.result_type(x.dtype, self.components_.dtype)
+        if not np.issubdtype(dtype, np.floating):
+            dtype = np.dtype(np.float64)
         with _x64(dtype):
             params = self._params(dtype)
-            return _map_rows(lambda i, v: _hidden_means(params, v), X, dtype).reshape(
-                X.shape[0], self.n_components
-            )
+            out = _map_rows(lambda i, rows: fn(params, rows), x, dtype)
+        return out.reshape(lead + out_shape)
+
+    def _mean_hiddens(self, v):
+        """:math:`P(h = 1 \\mid v) = \\sigma(c + W^\\top v)`
+        (:func:`~numpyro_rbm.core.hidden_mean`), shape ``v.shape[:-1] + (n_components,)``;
+        what :meth:`transform` returns."""
+        return self._layer_map(_hidden_means, v, self.components_.shape[:1])
+
+    def _sample_hiddens(self, v, rng):
+        """:math:`h \\sim p(h \\mid v)` drawn as scikit-learn draws it: booleans
+        ``rng.uniform(size=p.shape) < p`` with :math:`p` from :meth:`_mean_hiddens` and ``rng``
+        a NumPy ``RandomState``, so that given the same parameters and the same ``rng`` state
+        both estimators return the same draws."""
+        p = self._mean_hiddens(v)
+        return rng.uniform(size=p.shape) < p
+
+    def _sample_visibles(self, h, rng):
+        """:math:`v \\sim p(v \\mid h)`, booleans ``rng.uniform(size=p.shape) < p`` with
+        :math:`p = \\sigma(b + W h)` (:func:`~numpyro_rbm.core.visible_mean`), as scikit-learn
+        draws them."""
+        p = self._layer_map(_visible_means, h, self.components_.shape[1:])
+        return rng.uniform(size=p.shape) < p
+
+    def _free_energy(self, v):
+        """The free energy :math:`F(v) = -b^\\top v - \\sum_j \\log(1 + e^{c_j + (W^\\top
+        v)_j})` (:func:`~numpyro_rbm.core.free_energy`), shape ``v.shape[:-1]``."""
+        return self._layer_map(_free_energies, v, ())
 
     def gibbs(self, v):
         """One Gibbs step :math:`h \\sim p(h \\mid v)`, :math:`v' \\sim p(v \\mid h)`.

@@ -69,7 +69,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import io
+from . import diagnostics, io
+from ._progress import Progress
 from ._threefry import threefry_split
 from .core import RBMParams, free_energy, gibbs_sweep, hidden_mean, init_params, visible_mean
 from .units import as_unit_type
@@ -78,6 +79,7 @@ __all__ = [
     "FitResult",
     "TrainState",
     "TrainingDiverged",
+    "ChainsNotMixing",
     "fit",
     "free_energy_loss",
     "loss_gradient",
@@ -103,12 +105,19 @@ MIN_UPDATES = 10_000
 MAX_EVALUATIONS = 100
 # The mesh axis data-parallel training splits minibatches and chains along.
 DATA_AXIS = "data"
-# Chains whose free-energy split R-hat exceeds this trigger a "not mixing" warning.
-RHAT_WARNING = 1.1
 
 
 class TrainingDiverged(FloatingPointError):
     """Raised when the parameters become NaN or infinite during :func:`fit`."""
+
+
+class ChainsNotMixing(RuntimeWarning):
+    """Warned (once per run) when fit's monitor finds the persistent chains not mixing:
+    :func:`numpyro_rbm.diagnostics.mixing_rhat` above ``RHAT_THRESHOLD``."""
+
+    def __init__(self, message, epoch, rhat):
+        super().__init__(message)
+        self.epoch, self.rhat = epoch, rhat
 
 
 # --- the gradient estimators: pure functions --------------------------------------------------
@@ -571,8 +580,8 @@ def _log_likelihood_fn(mode, n_small):
     return by_ais
 
 
-@jax.jit
-def _diagnostic_trace(params, chains, key, n_draws=50):
+@functools.partial(jax.jit, static_argnames="n_draws")
+def _diagnostic_trace(params, chains, key, n_draws=diagnostics.MONITOR_SWEEPS):
     def body(v, k):
         v = gibbs_sweep(k, params, v)[0]
         return v, v
@@ -581,8 +590,10 @@ def _diagnostic_trace(params, chains, key, n_draws=50):
     return jnp.swapaxes(trace, 0, 1)  # (chains, draws, n_visible)
 
 
-@jax.jit
-def _tempered_diagnostic_trace(params, replicas, betas, base_bias, key, n_draws=50):
+@functools.partial(jax.jit, static_argnames="n_draws")
+def _tempered_diagnostic_trace(
+    params, replicas, betas, base_bias, key, n_draws=diagnostics.MONITOR_SWEEPS
+):
     """The model replica's trace under parallel tempering (sweeps *and* swaps), which is the
     chain that supplies PT's negative samples."""
 
@@ -595,8 +606,9 @@ def _tempered_diagnostic_trace(params, replicas, betas, base_bias, key, n_draws=
 
 
 def _chain_rhat(params, chains, key, ladder=None):
-    """Split R-hat of the persistent chains' free energy over 50 further sweeps at fixed
-    parameters (ArviZ, through :mod:`numpyro_rbm.diagnostics` when available). With
+    """The monitor's R-hat: :func:`numpyro_rbm.diagnostics.mixing_rhat` of the free energy and
+    mean activation of the persistent chains over
+    :data:`~numpyro_rbm.diagnostics.MONITOR_SWEEPS` further sweeps at fixed parameters. With
     ``ladder=(betas, base_bias)``, ``chains`` are PT replicas ``(T, M, n_visible)`` and the
     sweeps include the replica swaps."""
     if chains.shape[-2] < 2:
@@ -605,17 +617,7 @@ def _chain_rhat(params, chains, key, ladder=None):
         trace = _diagnostic_trace(params, chains, key)
     else:
         trace = _tempered_diagnostic_trace(params, chains, *ladder, key)
-    try:
-        from .diagnostics import chain_diagnostics
-
-        diag = chain_diagnostics(params, trace)
-        rhat = max(float(row["r_hat"]) for row in diag.table.values())
-    except ImportError:
-        import arviz as az
-
-        rhat = float(az.rhat(np.asarray(free_energy(params, trace), np.float64)))
-    # NaN means no variation within chains: frozen chains do not mix either.
-    return math.inf if math.isnan(rhat) else rhat
+    return diagnostics.mixing_rhat(diagnostics.chain_statistics(params, trace))
 
 
 def _state_to_arrays(state: TrainState) -> dict:
@@ -718,7 +720,9 @@ def fit(
         checkpoint_dir: folder for an atomic checkpoint after every epoch and the final
             ``params.npz``.
         resume: continue from the checkpoint in ``checkpoint_dir`` up to ``epochs``.
-        progress: show a tqdm progress bar with the latest metrics.
+        progress: report progress on stderr: what is being compiled, then a tqdm bar with
+            the latest metrics on a terminal, or, when stderr is a file or a pipe, a line at
+            most every 10 seconds (``chain_rhat`` is shown as ``R-hat(50 sweeps)``).
         callbacks: functions ``callback(epoch, params, metrics) -> bool | None`` called after
             each evaluation; returning ``True`` stops training.
         devices: data-parallel training over these devices (e.g. ``jax.devices()``): every
@@ -793,6 +797,11 @@ def fit(
     if eval_every == "auto":
         eval_every = max(1, epochs // MAX_EVALUATIONS)
     optimizer = _make_optimizer(optimizer, learning_rate, epochs * updates_per_epoch)
+
+    report = None
+    if progress:  # the initial state and the loop compile now: say so before the wait
+        report = Progress(f"fit[{method}]", epochs)
+        report.say("compiling the training loop (once per settings and shapes)")
 
     # --- initial state -----------------------------------------------------------------------
     train = jnp.asarray(train, dtype)
@@ -874,6 +883,10 @@ def fit(
 
     # --- compile -----------------------------------------------------------------------------
     t0 = time.perf_counter()
+    if report is not None:
+        report.resume_at(start_epoch)
+        if start_epoch:
+            report.say(f"resuming at epoch {start_epoch} of {epochs}")
     state_sharding = None
     if devices is not None:
         state_sharding = _data_parallel_sharding(devices, state, method)
@@ -918,26 +931,25 @@ def fit(
             key = jax.random.fold_in(key_diag, epoch)
             rhat = _chain_rhat(params, state.chains, key, ladder)
             metrics["chain_rhat"] = rhat
-            if rhat > RHAT_WARNING and not mixing_warned:
+            if not rhat <= diagnostics.RHAT_THRESHOLD and not mixing_warned:
                 # Once per run: later epochs are in history["chain_rhat"].
                 mixing_warned.append(epoch)
-                warnings.warn(
-                    f"epoch {epoch}: the persistent chains are not mixing (split R-hat of "
-                    f"their free energy {rhat:.2f} > {RHAT_WARNING}); the negative phase is "
-                    "unreliable. Try method='pt', more sweeps k, or a smaller learning_rate "
-                    "(history['chain_rhat'] has the value at every evaluation)",
-                    RuntimeWarning,
-                    stacklevel=3,
+                message = (
+                    f"epoch {epoch}: the persistent chains are not mixing (R-hat of their "
+                    f"free energy and mean activation over {diagnostics.MONITOR_SWEEPS} "
+                    f"sweeps {rhat:.2f} > {diagnostics.RHAT_THRESHOLD}); the negative phase "
+                    "is unreliable. Try method='pt', more sweeps k, or a smaller "
+                    "learning_rate (history['chain_rhat'] has the value at every evaluation; "
+                    "docs/diagnostics.md explains the test)"
                 )
+                warnings.warn(ChainsNotMixing(message, epoch, rhat), stacklevel=3)
         if method == "pt":
             metrics["swap_rate"] = [float(x) for x in np.asarray(rate)]
         return metrics
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=start_epoch, desc=f"fit[{method}]", unit="epoch")
+    if report is not None:
+        monitors = "" if eval_every is None else "; the first evaluation compiles the monitors"
+        report.start(f" (loop compiled in {timings['compile_s']:.1f} s{monitors})")
     last_good = start_epoch
 
     def next_stop(done):
@@ -948,7 +960,7 @@ def fit(
         stop = epochs
         if eval_every is not None:
             stop = min(stop, (done // eval_every + 1) * eval_every)
-        if bar is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
+        if report is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
             stop = min(stop, done + max(1, epochs // MAX_EVALUATIONS))
         return stop
 
@@ -981,27 +993,21 @@ def fit(
                 timings["eval_s"] += time.perf_counter() - t0
                 for name, value in metrics.items():
                     history.setdefault(name, []).append(value)
-                if bar is not None:
-                    bar.set_postfix(
-                        {
-                            name: f"{value:.4g}"
-                            for name, value in metrics.items()
-                            if name != "epoch" and isinstance(value, float)
-                        }
-                    )
+                if report is not None:
+                    report.metrics(metrics)
                 params = to_standard(state.params, state.visible_offset, state.hidden_offset)
                 stop = any(bool(cb(epoch, params, metrics)) for cb in callbacks)
             if ckpt_path is not None:
                 meta = {"epoch": epoch, "history": history, "signature": signature}
                 io.save_checkpoint(ckpt_path, _state_to_arrays(state), meta)
                 last_good = epoch
-            if bar is not None:
-                bar.update(int(ran))
+            if report is not None:
+                report.update(int(ran))
             if stop:
                 break
     finally:
-        if bar is not None:
-            bar.close()
+        if report is not None:
+            report.close()
 
     params = to_standard(state.params, state.visible_offset, state.hidden_offset)
     if checkpoint_dir is not None:

@@ -14,12 +14,13 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights
+from conftest import P_MIN, Z_MAX, brute_joint_log_weights
 from scipy.special import logsumexp
 from scipy.stats import chisquare
 
-from numpyro_rbm import cli, datasets, training
+from numpyro_rbm import _commands, cli, datasets, diagnostics, training
 from numpyro_rbm import io as rbm_io
+from numpyro_rbm._progress import Progress
 
 FIGURES = ("learning_curves.png", "filters.png", "samples.png", "chains_rank.png")
 
@@ -60,7 +61,7 @@ def tiny(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "fit", interrupted_fit)
-        code, _, err = run_cli(
+        code, quiet_out, err = run_cli(
             "train", "--data", data_file, "--hidden", 4, "--epochs", 2, "--batch-size", 4,
             "--chains", 8, "--diagnostic-sweeps", 60, "--image-shape", "2x2", "--out", run,
             "--quiet",
@@ -68,9 +69,12 @@ def tiny(tmp_path_factory):
     assert code == 130 and f"numpyro-rbm train --out {run} --resume" in err
     assert not (run / "model.npz").exists()
     # Only --resume: data, sizes, epochs and seed come from the run's config.json.
-    code, out, err = run_cli("train", "--out", run, "--resume", "--quiet")
+    code, out, err = run_cli("train", "--out", run, "--resume")
     assert code == 0, err
-    return dict(folder=folder, run=run, data_file=data_file, data=data, out=out)
+    return dict(
+        folder=folder, run=run, data_file=data_file, data=data, out=out, err=err,
+        quiet_out=quiet_out,
+    )  # fmt: skip
 
 
 def test_train_writes_a_complete_run_folder(tiny):
@@ -109,23 +113,52 @@ def test_train_reports_the_exact_test_log_likelihood(tiny):
     printed = re.search(r"test log-likelihood \(exact\): (-?\d+\.\d+)", tiny["out"])
     assert printed, tiny["out"]
     assert float(printed.group(1)) == pytest.approx(brute.mean(), abs=1e-3)
-    # The chain verdict: R-hat and ESS of the free energy, and a line saying what they mean.
+    # The chain verdict is numpyro_rbm.diagnostics' (one R-hat, one threshold), over the
+    # --diagnostic-sweeps run, and its line says so.
     chains = summary["chains"]
-    assert chains["ok"] == (chains["rhat"] <= cli.RHAT_MAX and chains["ess_bulk"] >= cli.ESS_MIN)
-    assert re.search(r"chains: (OK|WARNING).*R-hat \d\.\d{4}", tiny["out"])
+    ess = min(chains["ess_bulk"], chains["ess_tail"])
+    assert chains["ok"] == (
+        chains["rhat"] <= diagnostics.RHAT_THRESHOLD and ess >= diagnostics.MIN_ESS
+    )
+    assert chains["sweeps"] == 500  # --diagnostic-sweeps is not stored: the default
+    line = re.search(
+        r"chains: (OK|WARNING).*R-hat (\d\.\d{4}) .*over 500 sweeps of 8 chains", tiny["out"]
+    )
+    assert line, tiny["out"]
+    assert float(line.group(2)) == pytest.approx(chains["rhat"], abs=1e-4)
 
 
+def _gaussian_statistics(rng, offsets, draws=500):
+    """Independent N(offset, 1) draws for each chain, as both chain statistics."""
+    x = rng.normal(size=(len(offsets), draws)) + np.asarray(offsets, float)[:, None]
+    return {"free_energy": x, "mean_activation": -x}
+
+
+@pytest.mark.statistical
 def test_chain_verdict_tells_mixed_from_stuck_chains():
+    # numpy draws (the same on every machine); each bound is at least 8 standard deviations
+    # from its statistic's mean over 1000 seeds (tests/audit_cli.md)
     rng = np.random.default_rng(0)
-    mixed = cli.chain_verdict(rng.normal(size=(4, 500)))
-    assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1500
-    assert mixed["verdict"].startswith("OK")
-    # Two pairs of chains stuck in modes one standard deviation apart.
-    stuck = cli.chain_verdict(rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]]))
-    assert not stuck["ok"] and stuck["rhat"] > 1.05
+    mixed = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 0, 0]))
+    assert mixed["ok"] and mixed["rhat"] < 1.01 and mixed["ess_bulk"] > 1000
+    assert mixed["verdict"].startswith("OK, the chains mix")
+    # Two pairs of chains stuck in modes 3 standard deviations apart: R-hat about 1.65.
+    stuck = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]))
+    assert not stuck["ok"] and stuck["rhat"] > diagnostics.RHAT_THRESHOLD
     assert stuck["verdict"].startswith("WARNING") and "--method pt" in stuck["verdict"]
-    stuck_pt = rng.normal(size=(4, 500)) + np.array([[0], [0], [1], [1]])
-    assert "--method pt" not in cli.chain_verdict(stuck_pt, method="pt")["verdict"]
+    stuck_pt = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 3, 3]), method="pt")
+    assert not stuck_pt["ok"] and "--method pt" not in stuck_pt["verdict"]
+    # Modes one standard deviation apart: R-hat about 1.13 passes, the ESS (about 20) fails.
+    slow = _commands.chain_verdict(_gaussian_statistics(rng, [0, 0, 1, 1]))
+    assert slow["rhat"] < diagnostics.RHAT_THRESHOLD and slow["ess_bulk"] < diagnostics.MIN_ESS
+    assert not slow["ok"] and slow["verdict"].startswith("WARNING, the chains mix slowly")
+    # 8 chains x 30 sweeps cannot make an ESS of 400: the verdict says so, not "slow".
+    short = _commands.chain_verdict(_gaussian_statistics(rng, [0] * 8, draws=30))
+    assert short["rhat"] < diagnostics.RHAT_THRESHOLD and not short["ok"]
+    assert (
+        short["verdict"].startswith("WARNING, too few draws")
+        and "--diagnostic-sweeps" in short["verdict"]
+    )
 
 
 def test_evaluate_matches_brute_force(tiny):
@@ -137,18 +170,6 @@ def test_evaluate_matches_brute_force(tiny):
     mean = float(re.search(r"\(exact\) of .*: (-?\d+\.\d+) \+-", out).group(1))
     brute, _, _ = exact_log_p(params, x)
     assert mean == pytest.approx(brute.mean(), abs=1e-3)
-    # Forced to AIS (--max-units 2 < 4 units): agrees within a few of its standard errors.
-    code, out, err = run_cli(
-        "evaluate", tiny["run"], "--data", tiny["folder"] / "eval.npy", "--max-units", 2,
-        "--ais-betas", 300, "--ais-runs", 50,
-    )  # fmt: skip
-    assert code == 0, err
-    found = re.search(
-        r"\(AIS estimate, 50 runs, log Z standard error (\d\.\d+);.*: (-?\d+\.\d+)", out
-    )
-    assert found, out
-    se, ais_mean = float(found.group(1)), float(found.group(2))
-    assert abs(ais_mean - brute.mean()) < 4 * se + 2e-3  # 2e-3: float32 and print rounding
     # Without --data: the run's own test split, the number train printed.
     code, out, _ = run_cli("evaluate", tiny["run"] / "model.npz")
     summary = json.loads((tiny["run"] / "summary.json").read_text())
@@ -161,35 +182,86 @@ def test_resume_continued_the_interrupted_run(tiny):
     run = tiny["run"]
     # A different model size cannot continue this checkpoint: one line, status 2.
     config = (run / "config.json").read_text()
-    _fails(["train", "--out", run, "--resume", "--hidden", 5], "cannot resume", "n_hidden")
+    _fails(["train", "--out", run, "--resume", "--hidden", 5], "--resume", "--hidden 4 (not 5)")
     assert (run / "config.json").read_text() == config  # the failed attempt changed nothing
 
 
+def test_train_says_what_it_does_in_a_log(tiny):
+    """Not a terminal (as in `numpyro-rbm train > log 2>&1`): no bar redraws, a few plain
+    lines, and a line before each long step (compiling, evaluating, diagnosing, plotting)."""
+    err, out = tiny["err"], tiny["out"]
+    assert "\r" not in err and len(err.splitlines()) <= 5, err
+    assert "fit[pcd]: compiling the training loop" in err
+    assert "fit[pcd]: resuming at epoch 1 of 2" in err
+    assert re.search(r"fit\[pcd\]: epoch 2/2 \(\d+ s\): .*R-hat\(50 sweeps\) \d", err), err
+    for step in ("evaluating: ", "diagnosing: 250 + 500 more Gibbs sweeps", "plotting: 5 figures"):
+        assert step in out, out
+    assert tiny["quiet_out"] == ""  # --quiet: nothing but the final report (here: Ctrl-C)
+
+
+def test_progress_report_on_a_terminal_and_in_a_log():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    metrics = {"epoch": 1, "test_log_likelihood": -18.5, "chain_rhat": 1.05, "swap_rate": [0.5]}
+    log = io.StringIO()
+    report = Progress("fit[pcd]", 100, log_every_s=3600, stream=log)
+    report.say("compiling")
+    report.start()
+    for _ in range(100):
+        report.metrics(metrics)
+        report.update(1)
+    report.close()
+    lines = log.getvalue().splitlines()
+    # the first evaluation, then nothing for an hour, then the end
+    assert [line.split(" (")[0] for line in lines] == [
+        "fit[pcd]: compiling", "fit[pcd]: epochs 1-100", "fit[pcd]: epoch 1/100",
+        "fit[pcd]: epoch 100/100",
+    ]  # fmt: skip
+    assert (
+        lines[-1].endswith("test LL -18.5, R-hat(50 sweeps) 1.05") and "\r" not in log.getvalue()
+    )
+    tty = Terminal()
+    report = Progress("fit[pcd]", 100, stream=tty)
+    report.start()
+    report.metrics(metrics)
+    report.update(100)
+    report.close()
+    assert "\r" in tty.getvalue() and "100/100" in tty.getvalue()  # tqdm's bar
+
+
 @pytest.fixture(scope="module")
-def skewed_model(tiny):
-    """A 4 x 3 RBM far from uniform (probabilities 0.007 to 0.2), saved as a model file."""
+def skewed_model(tmp_path_factory):
+    """A 4 x 3 RBM far from uniform (probabilities 0.007 to 0.2), saved as a model file (no
+    training run: the statistical tests that use it are cheap to run again)."""
     import jax
 
     import numpyro_rbm as nrbm
 
     params = nrbm.init_params(jax.random.key(0), 4, 3, weight_scale=1.0)
     params = params.replace(visible_bias=0.5 * jax.random.normal(jax.random.key(10), (4,)))
-    path = tiny["folder"] / "skewed.npz"
+    path = tmp_path_factory.mktemp("skewed") / "skewed.npz"
     rbm_io.save_params(path, params, {"image_shape": [2, 2]})
     return path, params
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("method", ["exact", "gibbs"])
 def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
     """Chi-square goodness of fit of 4000 samples against the 16 exact probabilities."""
     path, params = skewed_model
     out_file = tmp_path / f"samples_{method}.npy"
+    png = ["--png"] if method == "exact" else []  # image tiles only when asked for
     code, out, err = run_cli(
         "sample", path, "-n", 4000, "--out", out_file, "--method", method, "--sweeps", 50,
-        "--seed", 1,
+        "--seed", 1, *png,
     )  # fmt: skip
     assert code == 0, err
-    assert "wrote 4000 samples" in out and out_file.with_suffix(".png").stat().st_size > 0
+    assert "wrote 4000 samples" in out
+    assert out_file.with_suffix(".png").exists() == bool(png)
+    if png:
+        assert matplotlib.image.imread(out_file.with_suffix(".png"))[..., :3].std() > 0.05
     v = np.load(out_file)
     assert v.shape == (4000, 4) and v.dtype == np.float32 and set(np.unique(v)) <= {0.0, 1.0}
     _, log_pv, V = exact_log_p(params, v[:1])
@@ -197,8 +269,31 @@ def test_sample_draws_from_the_model(skewed_model, tmp_path, method):
     counts = np.bincount([index[tuple(r)] for r in v.astype(np.float64)], minlength=len(V))
     expected = len(v) * np.exp(log_pv)
     assert expected.min() > 5  # (27 here) so the chi-square approximation holds
-    # A correct sampler fails this 1 time in 1000; 15 degrees of freedom.
-    assert chisquare(counts, expected).pvalue > 1e-3
+    # 15 degrees of freedom; a correct sampler fails with probability P_MIN (audit_cli.md).
+    assert chisquare(counts, expected).pvalue > P_MIN
+
+
+@pytest.mark.statistical
+def test_evaluate_falls_back_to_ais(skewed_model, tmp_path):
+    """Forced to AIS (--max-units 2 < 3 hidden units): agrees with the exact value within
+    Z_MAX of its reported standard error (z over 300 seeds: mean 0.07, sd 0.99, |z| <= 3.3;
+    tests/audit_cli.md)."""
+    path, params = skewed_model
+    x = datasets.bars_and_stripes(2)  # six states of the 4 visible units
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run_cli(
+        "evaluate", path, "--data", tmp_path / "x.npy", "--max-units", 2, "--ais-betas", 300,
+        "--ais-runs", 1000,
+    )  # fmt: skip
+    assert code == 0, err
+    found = re.search(
+        r"\(AIS estimate, 1000 runs, log Z standard error (\d\.\d+);.*: (-?\d+\.\d+)", out
+    )
+    assert found, out
+    se, ais_mean = float(found.group(1)), float(found.group(2))
+    brute, _, _ = exact_log_p(params, x)
+    # 2e-3: float32, and the rounding of the printed mean (4 decimals) and error (3)
+    assert abs(ais_mean - brute.mean()) < Z_MAX * se + 2e-3
 
 
 # --- bad input: one line on stderr, exit status 2 -----------------------------------------
@@ -210,6 +305,12 @@ def _fails(argv, *needles):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for needle in needles:
         assert needle in err, err
+    # Short, and in the command line's words (not Python's keyword arguments).
+    short = err
+    for arg in sorted((str(a) for a in argv), key=len, reverse=True):
+        short = short.replace(arg, "A")  # paths vary in length from machine to machine
+    assert len(short) <= 200, err
+    assert not re.search(r"\b[a-z_]+=['\d]", err), err
     return err
 
 
@@ -233,6 +334,36 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     np.save(tmp_path / "wide.npy", np.zeros((3, 5)))
     _fails(["evaluate", tiny["run"], "--data", tmp_path / "wide.npy"], "5 columns", "4 visible")
     _fails(["sample", tiny["run"], "--out", tmp_path / "no" / "x.npy"], "does not exist")
+    # 0/1 data with --units spin: which flag to use, not a list of every bad value.
+    _fails(["train", "--data", tiny["data_file"], "--units", "spin"], "pass --units bernoulli")
+    np.save(tmp_path / "gray.npy", np.arange(64.0).reshape(8, 8) % 9)  # bad values everywhere
+    _fails(["train", "--data", tmp_path / "gray.npy"], "row 0, column 2 (value 2); 8 rows have")
+    np.savez(tmp_path / "two.npz", a=tiny["data"], b=tiny["data"])
+    _fails(["train", "--data", tmp_path / "two.npz"], "choose one with --key NAME")
+    _fails(["train", "--data", tiny["data_file"], "--key", "a"], "not an .npz file")
+    _fails(["train", "--data", "bars-and-stripes:17"], "N from 1 to 16")
+    _fails(["train", "--test-fraction", 0, "--out", tmp_path / "t"], "need a test split")
+    _fails(["train", "--data", tiny["data_file"], "--batch-size", 99], "--batch-size 19")
+    # a data file whose name starts with "bars" is a file, not the built-in data set
+    _fails(["train", "--data", tiny["data_file"], "--test-data", tmp_path / "wide.npy"], "5 col")
+    (tmp_path / "model.npz").write_text("not a model\n")
+    _fails(["evaluate", tmp_path / "model.npz"], "it is a text file")
+    exact = ["sample", tiny["run"], "--out", tmp_path / "s", "--method", "exact"]
+    _fails([*exact, "--max-units", 2], "use --method gibbs")
+
+
+def test_fit_warnings_are_shown_in_command_line_words():
+    shown = []
+    show = _commands._CommandLineWarnings("pcd", lambda message, *a, **k: shown.append(message))
+    warning = training.ChainsNotMixing("... method='pt', more sweeps k ...", epoch=7, rhat=1.52)
+    show(warning, type(warning), "f.py", 1)
+    show(UserWarning("other"), UserWarning, "f.py", 1)
+    assert shown[0] == (
+        "epoch 7: the persistent chains do not mix (R-hat over 50 sweeps 1.52 > 1.3), so the "
+        "training gradients may be biased; try --method pt, a larger --k or a smaller "
+        "--learning-rate (docs/diagnostics.md)"
+    )
+    assert str(shown[1]) == "other"
 
 
 def test_usage_errors_exit_2(capsys):
@@ -243,6 +374,19 @@ def test_usage_errors_exit_2(capsys):
     assert cli.main([]) == 2
     assert cli.main(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_help_imports_neither_jax_nor_arviz():
+    """`numpyro-rbm --help` only parses: the heavy libraries load once a command runs."""
+    script = (
+        "import sys; from numpyro_rbm import cli; code = cli.main(['train', '--help']); "
+        "print(code, sorted(m for m in ('jax', 'numpyro', 'arviz', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
 
 
 def test_console_script_trains_on_digits_by_default(tmp_path):
@@ -272,8 +416,8 @@ def test_console_script_trains_on_digits_by_default(tmp_path):
         assert matplotlib.image.imread(run / name)[..., :3].std() > 0.05, name
 
 
-def test_python_dash_m_runs_the_same_main(tiny, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["numpyro_rbm", "evaluate", str(tiny["folder"] / "nope")])
+def test_python_dash_m_runs_the_same_main(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["numpyro_rbm", "evaluate", str(tmp_path / "nope")])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_module("numpyro_rbm", run_name="__main__")
     assert exit_.value.code == 2

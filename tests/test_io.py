@@ -111,3 +111,82 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     loaded, _ = io.load_params(path)
     np.testing.assert_array_equal(np.asarray(loaded.weights), np.ones((2, 1)))
     assert sorted(os.listdir(tmp_path)) == ["params.npz"]
+
+
+# --- each kind of bad file gets its own diagnosis -------------------------------------------
+
+
+def _saved(tmp_path):
+    path = tmp_path / "good.npz"
+    io.save_params(path, init_params(jax.random.key(0), 16, 4, weight_scale=0.5), {"a": 1})
+    return path, path.read_bytes()
+
+
+def _corrupted(tmp_path):
+    """A saved model with one byte of the weights flipped: the archive's CRC catches it."""
+    path, raw = _saved(tmp_path)
+    data = bytearray(raw)
+    data[raw.index(b"weights.npy") + 200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return path
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "other.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+_META = np.asarray('{"format_version": 1, "kind": "rbm_params"}')
+_NOT_ARCHIVE = "is not a numpyro-rbm file: it is"
+
+BAD_FILES = {
+    "text": (lambda t: _write(t, "model.npz", "weights: 1 2 3\n"), f"{_NOT_ARCHIVE} a text file"),
+    "empty": (lambda t: _write(t, "model.npz", b""), f"{_NOT_ARCHIVE} an empty file"),
+    "npy": (
+        lambda t: _write(t, "model.npz", b"\x93NUMPY\x01\x00" + b" " * 100),
+        f"{_NOT_ARCHIVE} a single NumPy array",
+    ),
+    "pickle": (
+        lambda t: _write(t, "model.npz", pickle.dumps({"weights": 1})),
+        f"{_NOT_ARCHIVE} a Python pickle, which is refused",
+    ),
+    "truncated": (
+        lambda t: _write(t, "model.npz", _saved(t)[1][:700]),
+        r"is a damaged .npz archive \(truncated",
+    ),
+    "corrupted": (_corrupted, "damaged .npz archive .*weights.*CRC"),
+    "object array": (
+        lambda t: _npz(t, weights=np.array([{"x": 1}], dtype=object), __metadata__=_META),
+        "array 'weights' holds Python objects, which only pickle can store",
+    ),
+    "no metadata": (
+        lambda t: _npz(t, weights=np.zeros((2, 1))),
+        r"archive of the arrays \['weights'\] but has no '__metadata__' entry",
+    ),
+    "bad metadata": (
+        lambda t: _npz(t, __metadata__=np.asarray("{not json")),
+        "'__metadata__' entry is not valid JSON",
+    ),
+    "missing arrays": (lambda t: _npz(t, __metadata__=_META), "lacks the arrays"),
+    "folder": (lambda t: t, "is a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_each_bad_file_says_what_is_wrong(tmp_path, case):
+    make, message = BAD_FILES[case]
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match=message) as err:
+        io.load_params(path)
+    text = str(err.value)
+    # The pickle sentence only where pickle is the problem; NumPy's own advice never.
+    assert ("pickle" in text) == (case in ("pickle", "object array")), text
+    assert "allow_pickle" not in text and "Details" not in text, text
+    assert len(text) - len(str(path)) < 200, text

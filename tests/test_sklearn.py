@@ -1,8 +1,8 @@
-"""numpyro_rbm.sklearn.BernoulliRBM: scikit-learn's estimator checks, ports of scikit-learn's
-own BernoulliRBM tests, equivalence with scikit-learn's estimator where it is deterministic,
-and correctness against exact enumeration on tiny models."""
+"""numpyro_rbm.sklearn.BernoulliRBM: scikit-learn's estimator checks, what scikit-learn's own
+BernoulliRBM tests (run unmodified in test_sklearn_upstream.py) assert only weakly,
+equivalence with scikit-learn's estimator where it is deterministic, and correctness against
+exact enumeration on tiny models. tests/audit_sklearn.md audits the random verdicts."""
 
-import re
 import subprocess
 import sys
 import textwrap
@@ -11,7 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import brute_joint_log_weights, brute_states, g_test_pvalue, state_index
+from conftest import (
+    P_MIN,
+    Z_MAX,
+    brute_joint_log_weights,
+    brute_states,
+    g_test_pvalue,
+    state_index,
+)
 from scipy.special import expit, logsumexp
 
 sklearn = pytest.importorskip("sklearn")
@@ -52,77 +59,17 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-# --- ports of sklearn/neural_network/tests/test_rbm.py ----------------------------------------
-# Same data, settings and assertions unless a comment says why not. Our Gibbs samples come from
-# JAX keys, so where scikit-learn asserts numbers produced by NumPy's random stream we assert
-# the property those numbers stood for.
+# --- beyond scikit-learn's own tests ---------------------------------------------------------
+# scikit-learn's test_rbm.py runs unmodified against ours in test_sklearn_upstream.py. These
+# assert what its seed-bound assertions stood for, or more than its weak ones.
 
 
-def test_fit():
-    X = Xdigits.copy()
-    rbm = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=10, n_iter=7, random_state=9)
-    rbm.fit(X)
-    np.testing.assert_almost_equal(rbm.score_samples(X).mean(), -21.0, decimal=0)
-    np.testing.assert_array_equal(X, Xdigits)  # in-place tricks must not modify X
-
-
-def test_partial_fit():
-    X = Xdigits.copy()
-    rbm = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=20, random_state=9)
-    n_batches = int(np.ceil(float(X.shape[0]) / rbm.batch_size))
-    for _ in range(7):
-        for batch in np.array_split(X, n_batches):
-            rbm.partial_fit(batch)
-    np.testing.assert_almost_equal(rbm.score_samples(X).mean(), -21.0, decimal=0)
-    np.testing.assert_array_equal(X, Xdigits)
-
-
-def test_transform():
-    # scikit-learn compares transform with its private _mean_hiddens; ours has none, so compare
-    # with the closed form sigma(c + W v) in float64.
-    X = Xdigits[:100]
-    rbm = BernoulliRBM(n_components=16, batch_size=5, n_iter=5, random_state=42).fit(X)
-    expected = expit(X @ rbm.components_.T + rbm.intercept_hidden_)
-    np.testing.assert_allclose(rbm.transform(X), expected, rtol=1e-12, atol=0)
-
-
-@pytest.mark.parametrize("container", [sp.csr_matrix, sp.csr_array])
-def test_small_sparse(container):
-    BernoulliRBM().fit(container(Xdigits[:4]))  # no exception
-
-
-@pytest.mark.parametrize("container", [sp.csc_matrix, sp.csr_matrix, sp.csr_array])
-def test_small_sparse_partial_fit(container):
-    rbm1 = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=10, random_state=9)
-    rbm2 = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=10, random_state=9)
-    rbm1.partial_fit(container(Xdigits[:100]))
-    rbm2.partial_fit(Xdigits[:100].copy())
-    X = Xdigits[:100]
-    np.testing.assert_almost_equal(
-        rbm1.score_samples(X).mean(), rbm2.score_samples(X).mean(), decimal=0
-    )
-    # Stronger than scikit-learn's check: sparse and dense input give the same update.
-    np.testing.assert_allclose(rbm1.components_, rbm2.components_, rtol=1e-12, atol=1e-15)
-
-
-def test_sample_hiddens():
-    # scikit-learn averages 100 draws of its private _sample_hiddens; ours samples hidden units
-    # inside jit, so average 4000 draws of the same sampler and allow 5 standard errors.
-    X = Xdigits[:100]
-    rbm = BernoulliRBM(n_components=2, batch_size=5, n_iter=5, random_state=42).fit(X)
-    h = rbm.transform(X[:1])[0]
-    p = jnp.broadcast_to(jnp.asarray(h), (4000, 2))
-    draws = np.asarray(nsk._bernoulli(nsk._uniforms(jax.random.key(0), p.shape), p))
-    se = np.sqrt(h * (1 - h) / len(draws))
-    assert np.all(np.abs(draws.mean(0) - h) < 5 * se + 1e-12)
-
-
-@pytest.mark.parametrize("container", [sp.csc_matrix])
-def test_fit_gibbs(container):
-    # scikit-learn asserts components_ == [[0.02649814], [0.02009084]] and gibbs(X) == X, values
-    # of NumPy's random stream for RandomState(42) (its comment: "very seed-dependent").
-    # What they stand for, asserted for ours: the initial weights are scikit-learn's, training
-    # on sparse input equals training on dense input, and gibbs returns binary states.
+def test_fit_gibbs_properties():
+    # scikit-learn's test_fit_gibbs asserts components_ == [[0.02649814], [0.02009084]] and
+    # gibbs(X) == X, values of NumPy's random stream for RandomState(42) (its comment: "very
+    # seed-dependent"; an expected failure in test_sklearn_upstream.py). What they stand for,
+    # asserted for ours: the initial weights are scikit-learn's, training on sparse input
+    # equals training on dense input, and gibbs returns the same binary states for both.
     X = np.array([[0.0], [1.0]])
     rbm0 = BernoulliRBM(
         n_components=2, batch_size=2, n_iter=0, random_state=42, train_dtype="input"
@@ -137,96 +84,67 @@ def test_fit_gibbs(container):
     rbm2 = BernoulliRBM(
         n_components=2, batch_size=2, n_iter=42, random_state=np.random.RandomState(42)
     )
-    rbm2.fit(container(X))
+    rbm2.fit(sp.csc_matrix(X))
     np.testing.assert_array_equal(rbm1.components_, rbm2.components_)
-    assert np.all(np.abs(rbm1.components_) < 1.0)  # 42 small steps from N(0, 0.01^2)
     rbm1.random_state_ = np.random.RandomState(0)
     rbm2.random_state_ = np.random.RandomState(0)
-    g1, g2 = rbm1.gibbs(X), rbm2.gibbs(container(X))
+    g1, g2 = rbm1.gibbs(X), rbm2.gibbs(sp.csc_matrix(X))
     assert g1.dtype == bool and g1.shape == X.shape
     np.testing.assert_array_equal(g1, g2)
 
 
-def test_gibbs_smoke():
-    X = Xdigits
-    rbm = BernoulliRBM(n_components=42, batch_size=40, n_iter=20, random_state=42).fit(X)
-    X_sampled = rbm.gibbs(X)
-    assert np.all(np.isfinite(X_sampled))
-    X_sampled2 = rbm.gibbs(X)
-    assert np.all((X_sampled != X_sampled2).max(axis=1))
+def test_sparse_partial_fit_equals_dense():
+    # scikit-learn's test_small_sparse_partial_fit compares the scores to 0 decimals only.
+    rbm1 = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=10, random_state=9)
+    rbm2 = BernoulliRBM(n_components=64, learning_rate=0.1, batch_size=10, random_state=9)
+    rbm1.partial_fit(sp.csc_matrix(Xdigits[:100]))
+    rbm2.partial_fit(Xdigits[:100].copy())
+    for name in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        np.testing.assert_array_equal(getattr(rbm1, name), getattr(rbm2, name))
 
 
-@pytest.mark.parametrize("container", [sp.lil_matrix, sp.lil_array])
-def test_score_samples(container):
-    rng = np.random.RandomState(42)
-    X = np.vstack([np.zeros(1000), np.ones(1000)])
-    rbm = BernoulliRBM(n_components=10, batch_size=2, n_iter=10, random_state=rng).fit(X)
-    assert (rbm.score_samples(X) < -300).all()  # no clipping of the pseudo-likelihood
-    rbm.random_state = 42
-    d_score = rbm.score_samples(X)
-    rbm.random_state = 42
-    s_score = rbm.score_samples(container(X))
-    np.testing.assert_almost_equal(d_score, s_score)
-    # Numerical stability (scikit-learn #2785): huge inputs must not give infinities.
-    with np.errstate(under="ignore"):
-        assert np.all(np.isfinite(rbm.score_samples([np.arange(1000) * 100])))
-
-
-def test_rbm_verbose(capsys):
-    BernoulliRBM(n_iter=2, verbose=10).fit(Xdigits)
-    assert capsys.readouterr().out.count("Iteration") == 2
-
-
-@pytest.mark.parametrize("container", [sp.csc_matrix])
-def test_sparse_and_verbose(container, capsys):
-    X = container([[0.0], [1.0]])
-    rbm = BernoulliRBM(n_components=2, batch_size=2, n_iter=1, random_state=42, verbose=True)
-    rbm.fit(X)
-    assert re.match(
-        r"\[BernoulliRBM\] Iteration 1, pseudo-likelihood = -?(\d)+(\.\d+)?, time = (\d|\.)+s",
-        capsys.readouterr().out,
-    )
+def test_verbose_prints_each_iteration(capsys):
+    # scikit-learn's test_rbm_verbose asserts nothing. The shapes of test_fitted_dtypes.
+    BernoulliRBM(n_components=16, batch_size=5, n_iter=2, verbose=1).fit(Xdigits[:100])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "[BernoulliRBM] Iteration 1",
+        "[BernoulliRBM] Iteration 2",
+    ]
 
 
 @pytest.mark.parametrize(
     "dtype_in, dtype_out",
     [(np.float32, np.float32), (np.float64, np.float64), (int, np.float64)],
 )
-def test_transformer_dtypes_casting(dtype_in, dtype_out):
+def test_fitted_dtypes(dtype_in, dtype_out):
+    # scikit-learn's test_transformer_dtypes_casting checks the dtype of transform only.
     X = Xdigits[:100].astype(dtype_in)
     rbm = BernoulliRBM(n_components=16, batch_size=5, n_iter=5, random_state=42)
     assert rbm.fit_transform(X).dtype == dtype_out
-    assert rbm.components_.dtype == dtype_out
+    for name in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        assert getattr(rbm, name).dtype == dtype_out
 
 
-@pytest.mark.parametrize("train_dtype", ["float32", "input"])
-def test_convergence_dtype_consistency(train_dtype):
-    # With train_dtype="float32" (the default) both fits train in float32; with "input" the
-    # float64 fit trains in float64 and must still follow the float32 one closely (the same
-    # float32 uniforms drive both).
-    X_64 = Xdigits[:100].astype(np.float64)
-    kwargs = dict(
-        n_components=16, batch_size=5, n_iter=5, random_state=42, train_dtype=train_dtype
-    )
-    rbm_64 = BernoulliRBM(**kwargs)
-    Xt_64 = rbm_64.fit_transform(X_64)
-    X_32 = Xdigits[:100].astype(np.float32)
-    rbm_32 = BernoulliRBM(**kwargs)
-    Xt_32 = rbm_32.fit_transform(X_32)
-    np.testing.assert_allclose(Xt_64, Xt_32, rtol=1e-06, atol=0)
-    np.testing.assert_allclose(rbm_64.intercept_hidden_, rbm_32.intercept_hidden_, rtol=1e-06)
-    np.testing.assert_allclose(rbm_64.intercept_visible_, rbm_32.intercept_visible_, rtol=1e-05)
-    np.testing.assert_allclose(rbm_64.components_, rbm_32.components_, rtol=1e-03, atol=0)
-    np.testing.assert_allclose(rbm_64.h_samples_, rbm_32.h_samples_)
-
-
-@pytest.mark.parametrize("method", ["fit", "partial_fit"])
-def test_feature_names_out(method):
-    rbm = BernoulliRBM(n_components=10)
-    getattr(rbm, method)(Xdigits)
-    np.testing.assert_array_equal(
-        rbm.get_feature_names_out(), [f"bernoullirbm{i}" for i in range(10)]
-    )
+@pytest.mark.statistical
+def test_float64_training():
+    # train_dtype="input" trains float64 data in float64 (scikit-learn's
+    # test_convergence_dtype_consistency covers the default, where both dtypes train in
+    # float32). Two updates from the same initial weights with the same float32 uniforms as a
+    # float32 fit: the fits agree to float32 rounding (a Gibbs decision differs between them
+    # only if a uniform falls between the float32 and float64 probabilities; for these 800
+    # decisions the probability is about 1e-5, tests/audit_sklearn.md), and the float64 fit
+    # holds values that float32 cannot represent.
+    kwargs = dict(n_components=16, batch_size=5, n_iter=1, random_state=42)
+    X = Xdigits[:10]
+    rbm_64 = BernoulliRBM(train_dtype="input", **kwargs).fit(X)
+    rbm_32 = BernoulliRBM(**kwargs).fit(X)  # trained in float32, stored in float64
+    for name in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        a, b = getattr(rbm_64, name), getattr(rbm_32, name)
+        assert a.dtype == b.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    W = rbm_64.components_
+    assert np.any(W != W.astype(np.float32))
 
 
 # --- equivalence with scikit-learn's estimator given identical parameters ---------------------
@@ -264,11 +182,39 @@ def test_transform_and_score_samples_equal_sklearn():
     gray = np.random.default_rng(1).random(X.shape)  # inputs in [0, 1], as scikit-learn takes
     for data in (X, gray, sp.csr_matrix(X)):
         np.testing.assert_allclose(ours.transform(data), theirs.transform(data), rtol=1e-12)
-    # score_samples draws its flipped bits from random_state exactly as scikit-learn does.
-    for data in (X, sp.csr_matrix(X)):
-        np.testing.assert_allclose(
-            ours.score_samples(data), theirs.score_samples(data), rtol=1e-10
-        )
+    # score_samples draws its flipped bits from random_state exactly as scikit-learn does;
+    # huge inputs give finite scores (scikit-learn #2785).
+    huge = np.arange(X.shape[1], dtype=np.float64)[None] * 100
+    for data in (X, sp.csr_matrix(X), huge):
+        scores = ours.score_samples(data)
+        assert np.all(np.isfinite(scores))
+        np.testing.assert_allclose(scores, theirs.score_samples(data), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_private_helpers_equal_sklearn(dtype):
+    # scikit-learn's private helpers (its tests and code in the wild call them): the same
+    # values, dtypes and shapes, for dense, sparse, integer and single-row input.
+    ours, theirs, X = _fitted_pair(dtype=dtype)
+    rng = np.random.default_rng(1)
+    inputs = [X, rng.random(X.shape).astype(np.float32), X.astype(int), sp.csr_matrix(X), X[0]]
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    for v in inputs:
+        names = ("_mean_hiddens",) if v.ndim == 1 else ("_mean_hiddens", "_free_energy")
+        for name in names:  # scikit-learn's _free_energy takes 2-D input only
+            a, b = getattr(ours, name)(v), getattr(theirs, name)(v)
+            assert (a.dtype, a.shape) == (b.dtype, b.shape), (name, v.dtype)
+            np.testing.assert_allclose(a, b, **tol)
+    # Given the same RandomState, the same draws: both compare rng.uniform(size=p.shape) with
+    # p, which agree to rounding (float64: a draw differs only if a uniform falls within
+    # 1e-15 of p). Hidden states as booleans, as gibbs passes them.
+    h = rng.random((30, 5)) < 0.5
+    for name, arg in [("_sample_hiddens", X), ("_sample_hiddens", X[0]), ("_sample_visibles", h)]:
+        a = getattr(ours, name)(arg, np.random.RandomState(0))
+        b = getattr(theirs, name)(arg, np.random.RandomState(0))
+        assert (a.dtype, a.shape) == (b.dtype, b.shape) == (np.bool_, b.shape)
+        if dtype == np.float64:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_gibbs_probabilities_equal_sklearn():
@@ -306,7 +252,7 @@ def test_transform_equals_exact_hidden_means():
     np.testing.assert_allclose(ours.transform(X), p @ H, rtol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["exact", "ais"])
+@pytest.mark.parametrize("method", ["exact", pytest.param("ais", marks=pytest.mark.statistical)])
 def test_log_likelihood_equals_brute_force(method):
     ours, _, _ = _fitted_pair(n_features=7, n_components=4)
     ours.components_ *= 0.5
@@ -317,8 +263,9 @@ def test_log_likelihood_equals_brute_force(method):
     if method == "exact":
         np.testing.assert_allclose(result.mean, expected, rtol=1e-10)
         np.testing.assert_allclose(result.per_example, log_p[state_index(X)], rtol=1e-10)
-    else:  # AIS: within 4 standard errors (plus the schedule's small bias) of the truth
-        assert abs(float(result.mean) - expected) < 4 * float(result.stderr) + 0.02
+    else:  # AIS: within Z_MAX standard errors of the truth, plus 0.005 nats for the bias of
+        # the 300-step schedule (measured: -0.0004 +- 0.0005 over 400 keys; audit_sklearn.md)
+        assert abs(float(result.mean) - expected) < Z_MAX * float(result.stderr) + 0.005
 
 
 def test_log_likelihood_refuses_non_binary_data():
@@ -337,10 +284,13 @@ def test_to_distribution_is_normalised():
     np.testing.assert_allclose(log_prob, log_p, rtol=1e-10)
 
 
+@pytest.mark.statistical
 def test_gibbs_transition_matches_enumeration():
     # One step from each of three start states, 3000 times each: the G-test of the counts of
-    # v' against P(v' | v) = sum_h p(h | v) p(v' | h), enumerated.
-    ours, _, _ = _fitted_pair(n_features=3, n_components=2)
+    # v' against P(v' | v) = sum_h p(h | v) p(v' | h), enumerated. Parameters (seed 3) under
+    # which v' ~ p(v | E[h | v]), a step that skips sampling h, is far off: its expected G is
+    # 152 on 21 degrees of freedom (seed 0's would be 2).
+    ours, _, _ = _fitted_pair(n_features=3, n_components=2, seed=3)
     W, b, c = ours.components_.T, ours.intercept_visible_, ours.intercept_hidden_
     V, H = brute_states(3), brute_states(2)
     starts = V[[0, 3, 6]]
@@ -355,7 +305,7 @@ def test_gibbs_transition_matches_enumeration():
     samples = ours.gibbs(np.repeat(starts, 3000, axis=0)).astype(np.float64)
     idx = state_index(samples).reshape(3, 3000)
     observed = np.stack([np.bincount(row, minlength=8) for row in idx])
-    assert g_test_pvalue(observed, expected) > 1e-3
+    assert g_test_pvalue(observed, expected) > P_MIN
 
 
 def test_update_equals_free_energy_gradient():
@@ -378,12 +328,13 @@ def test_update_equals_free_energy_gradient():
         np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.statistical
 @pytest.mark.parametrize("method", ["pcd", "cd"])
 def test_expected_update_equals_closed_form(method):
     # One update from a fixed state, repeated over 4000 independent keys: the mean change of W
     # must equal lr/n (sum_data v E[h|v]^T - sum_m E_{v'}[v' E[h|v']^T]) with the expectation
     # over the negative particles v' enumerated (PCD: v' ~ p(v | h_samples); CD-1: v' from one
-    # sweep started at the data). Five standard errors per entry.
+    # sweep started at the data). Z_MAX standard errors per entry (6 entries: 4e-5).
     d, n_h, n, lr = 3, 2, 4, 0.5
     rng = np.random.default_rng(1)
     W, b, c = rng.normal(size=(d, n_h)), rng.normal(size=d), rng.normal(size=n_h)
@@ -423,11 +374,20 @@ def test_expected_update_equals_closed_form(method):
 
         deltas = np.asarray(jax.vmap(one)(keys))
     mean, se = deltas.mean(0), deltas.std(0, ddof=1) / np.sqrt(len(deltas))
-    assert np.all(np.abs(mean - expected) < 5 * se), (mean, expected, se)
+    assert np.all(np.abs(mean - expected) < Z_MAX * se), (mean, expected, se)
 
 
 # The default run keeps "pt" (the method with the most machinery); PCD-1 and CD-1 updates are
 # checked against their closed form above, and learn here in the slow run.
+# method: (random_states averaged, threshold on the mean gain in nats). Gains after 100 epochs,
+# measured over JAX streams (tests/audit_sklearn.md): pt 2.89 +- 0.17 (min 2.19 of 400), cd
+# 2.75 +- 0.08 (min 2.47 of 100); pcd, whose 14 chains mix poorly here, 1.89 +- 0.54 per
+# random_state (0.7% negative), so its verdict averages 8 (mean 1.89 +- 0.19). A halved SGD
+# step gives pt 1.1.
+BARS_STRIPES_VERDICT = {"pt": (1, 1.5), "cd": (1, 1.5), "pcd": (8, 0.75)}
+
+
+@pytest.mark.statistical
 @pytest.mark.parametrize(
     "method",
     [
@@ -438,13 +398,18 @@ def test_expected_update_equals_closed_form(method):
 )
 def test_methods_learn_bars_and_stripes(method):
     # 3x3 bars and stripes (14 patterns): every method must raise the exact log-likelihood
-    # from the near-uniform start (-9 log 2 = -6.24) towards the optimum -log 14 = -2.64
-    # (measured after 100 epochs: pcd -5.2, cd -3.6, pt -3.4; PCD's 14 chains mix poorly here).
+    # from the near-uniform start (-9 log 2 = -6.24) towards the optimum -log 14 = -2.64.
     X = np.tile(datasets.bars_and_stripes(3).astype(np.float64), (10, 1))
-    kwargs = dict(n_components=8, learning_rate=0.3, batch_size=14, random_state=0, method=method)
-    start = BernoulliRBM(n_iter=0, **kwargs).fit(X).log_likelihood(X).mean
-    rbm = BernoulliRBM(n_iter=100, **kwargs).fit(X)
-    assert float(rbm.log_likelihood(X).mean) > float(start) + 0.75
+    n_states, threshold = BARS_STRIPES_VERDICT[method]
+    gains = []
+    for seed in range(n_states):
+        kwargs = dict(
+            n_components=8, learning_rate=0.3, batch_size=14, random_state=seed, method=method
+        )
+        start = BernoulliRBM(n_iter=0, **kwargs).fit(X).log_likelihood(X).mean
+        rbm = BernoulliRBM(n_iter=100, **kwargs).fit(X)
+        gains.append(float(rbm.log_likelihood(X).mean) - float(start))
+    assert np.mean(gains) > threshold, gains
 
 
 def test_sparse_chunks_equal_dense(monkeypatch):
@@ -461,7 +426,7 @@ def test_sparse_chunks_equal_dense(monkeypatch):
 
 
 def test_second_fit_does_not_recompile():
-    # The shapes of test_transform, so that this test adds no compilation when run after it.
+    # The shapes of test_fitted_dtypes, so that this test adds no compilation after it.
     X = Xdigits[:100]
     BernoulliRBM(n_components=16, batch_size=5, n_iter=1, random_state=0).fit(X)
     size = nsk._train_groups._cache_size()
@@ -473,7 +438,7 @@ def test_second_fit_does_not_recompile():
 
 
 def test_reproducible_with_integer_random_state():
-    kwargs = dict(n_components=16, batch_size=5, n_iter=2)  # test_transform's shapes
+    kwargs = dict(n_components=16, batch_size=5, n_iter=2)  # test_fitted_dtypes' shapes
     a = BernoulliRBM(random_state=7, **kwargs).fit(Xdigits[:100])
     b = BernoulliRBM(random_state=7, **kwargs).fit(Xdigits[:100])
     c = BernoulliRBM(random_state=8, **kwargs).fit(Xdigits[:100])

@@ -386,7 +386,7 @@ def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
     rng = np.random.default_rng(0)
     data = np.where(rng.random((40, 6)) < 0.7, 1.0, -1.0)
     # The warning is wired to the chain R-hat: with a threshold of 0 it must fire.
-    monkeypatch.setattr(training, "RHAT_WARNING", 0.0)
+    monkeypatch.setattr(training.diagnostics, "RHAT_THRESHOLD", 0.0)
     with pytest.warns(RuntimeWarning, match="not mixing"):
         res = fit(
             data,
