@@ -33,11 +33,16 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import Report, exit_status
 
 import numpyro_rbm as nrbm
 from numpyro_rbm import datasets, io
 
 NOISE = 0.8  # standard deviation of the added noise, in standardised units
+EPOCHS, QUICK_EPOCHS = 50, 10
+MIN_LL_GAIN = 5.0  # nats per digit; measured gains: see the module docstring
+Z_MAX = 4.5  # the project's z threshold (tests/conftest.py)
+AIS_BIAS = 0.05  # nats: AIS underestimates log Z by the schedule's bias
 
 
 def posterior_mean(params, y, noise, chunk=64):
@@ -74,19 +79,23 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer epochs, shorter AIS")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    report = Report()
 
     data = datasets.digits(binarize=False)
     varies = np.mean(data.train > 0, axis=0) >= 0.05  # ink in at least 5% of the digits
     print(f"dropping {np.sum(~varies)} of 64 pixels, blank in over 95% of the training digits")
     train, std = datasets.standardize(data.train[:, varies])
     test = std.apply(data.test[:, varies])
-    print(f"training a Gaussian-Bernoulli RBM: {train.shape[1]} pixels, 16 hidden units ...")
+    epochs = QUICK_EPOCHS if args.quick else EPOCHS
+    report.say(f"training a Gaussian-Bernoulli RBM: {train.shape[1]} pixels, 16 hidden units, "
+               f"{epochs} epochs ...")  # fmt: skip
     fit = nrbm.fit(
-        train, 16, visible_units="gaussian", epochs=10 if args.quick else 50, batch_size=20,
-        learning_rate=0.005, eval_every=None, progress=False, seed=args.seed,
+        train, 16, visible_units="gaussian", epochs=epochs, batch_size=20,
+        learning_rate=0.005, eval_every=None, seed=args.seed,
     )  # fmt: skip
     params = fit.params
     rbm = nrbm.RBM(params)
+    report.say("exact held-out log-likelihood (enumerating the 2^16 hidden states) ...")
     ll = float(jnp.mean(rbm.log_prob(test)))
     # Baseline: independent Gaussians with the training means and variances (0 and 1 here).
     mean, var = train.mean(0), train.var(0)
@@ -97,6 +106,7 @@ def main(argv=None):
           f"independent Gaussians {ll_ind:.2f} nats")  # fmt: skip
 
     betas = 1000 if args.quick else 3000
+    report.say(f"AIS of log Z, 100 runs of {betas} betas ...")
     est = nrbm.ais(params, jax.random.key(args.seed + 1), data=train, num_runs=100, betas=betas)
     log_z, log_z_ais, se = float(rbm.log_z), float(est.log_z), float(est.stderr)
     print(f"log Z: exact {log_z:.3f}, AIS ({betas} betas) {log_z_ais:.3f} +- {se:.3f}")
@@ -105,6 +115,7 @@ def main(argv=None):
           f"{np.median(sigma):.3f}, range {sigma.min():.3f} .. {sigma.max():.3f}")  # fmt: skip
 
     # Denoise every held-out digit: the exact posterior mean under the RBM prior.
+    report.say(f"denoising {len(test)} held-out digits (noise sd {NOISE}) ...")
     rng = np.random.default_rng(args.seed)
     noisy = test + rng.normal(0, NOISE, test.shape).astype(np.float32)
     recon = posterior_mean(params, noisy, NOISE)
@@ -114,8 +125,7 @@ def main(argv=None):
         "independent shrinkage": float(np.mean((shrunk - test) ** 2)),
         "RBM posterior mean": float(np.mean((recon - test) ** 2)),
     }
-    print(f"denoising {len(test)} held-out digits, squared error per pixel: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in mse.items()))  # fmt: skip
+    print("squared error per pixel: " + ", ".join(f"{k} {v:.3f}" for k, v in mse.items()))
 
     with tempfile.TemporaryDirectory() as folder:  # the standardisation travels with it
         path = os.path.join(folder, "gaussian_rbm.npz")
@@ -123,8 +133,25 @@ def main(argv=None):
         _, meta = io.load_params(path)
         back = datasets.Standardization.from_metadata(meta)
         restored = bool(np.allclose(back.invert(train[:5]), data.train[:5, varies], atol=1e-5))
-    print(f"saved and reloaded with its standardisation: {'ok' if restored else 'MISMATCH'}")
-    return {
+
+    report.check(
+        ll - ll_ind >= MIN_LL_GAIN,
+        f"the RBM models held-out digits better than independent Gaussians by >= {MIN_LL_GAIN} "
+        "nats",
+        f"{ll:.2f} vs {ll_ind:.2f}",
+    )
+    report.check(
+        abs(log_z_ais - log_z) <= Z_MAX * se + AIS_BIAS,
+        f"AIS agrees with the exact log Z within {Z_MAX} standard errors + {AIS_BIAS}",
+        f"{log_z_ais:.3f} +- {se:.3f} vs {log_z:.3f}",
+    )
+    report.check(
+        mse["RBM posterior mean"] < mse["independent shrinkage"],
+        "the RBM's posterior mean denoises better than the best independent-pixel shrinkage",
+        f"squared error {mse['RBM posterior mean']:.3f} vs {mse['independent shrinkage']:.3f}",
+    )
+    report.check(restored, "the standardisation is saved and restored with the model", path)
+    return report.finish({
         "ll": ll,
         "ll_independent": ll_ind,
         "log_z": log_z,
@@ -133,8 +160,8 @@ def main(argv=None):
         "sigma_min": float(sigma.min()),
         "mse": mse,
         "restored": restored,
-    }
+    })  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    exit_status(main())

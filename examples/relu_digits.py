@@ -23,8 +23,12 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import Report, exit_status
 
 import numpyro_rbm as nrbm
+
+MIN_GAIN = 5.0  # nats per digit over independent pixels, at the pessimistic (RAISE) side
+MAX_BRACKET = 1.0  # nats between the AIS and RAISE estimates
 
 
 def independent_pixels_ll(train, test):
@@ -49,6 +53,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer epochs, shorter AIS")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    report = Report()
     data = nrbm.datasets.digits()
     # quick: 10 epochs, 1000 betas, RAISE from 100 held-out digits (both sides on those)
     epochs, betas, test = (10, 1000, data.test[:100]) if args.quick else (40, 5000, data.test)
@@ -56,11 +61,12 @@ def main(argv=None):
     print(f"independent pixels: held-out log-likelihood {baseline:.2f} nats")
     results = {"independent": baseline}
     for hidden in ("relu", "bernoulli"):
-        print(f"training 32 {hidden} hidden units, {epochs} epochs; AIS and RAISE, {betas} betas")
+        report.say(f"training 32 {hidden} hidden units, {epochs} epochs ...")
         fit = nrbm.fit(
             data.train, 32, hidden_units=hidden, epochs=epochs, learning_rate=0.005,
-            eval_every=None, progress=False, seed=args.seed,
+            eval_every=None, seed=args.seed,
         )  # fmt: skip
+        report.say(f"AIS and RAISE with {betas} betas ...")
         key = jax.random.key(args.seed + 1)
         high, low = bracket(fit.params, data.train, test, key, betas)
         results[hidden] = (low, high)
@@ -72,8 +78,20 @@ def main(argv=None):
             print(f"  learnt curvatures gamma: median {np.median(gamma):.2f}, range "
                   f"{gamma.min():.2f} .. {gamma.max():.2f}; share of hidden values below 0.05 "
                   f"per digit {float(jnp.mean(h < 0.05)):.2f}")  # fmt: skip
-    return results
+    for hidden in ("relu", "bernoulli"):
+        low, high = results[hidden]
+        report.check(
+            min(low, high) - baseline >= MIN_GAIN,
+            f"the {hidden} RBM beats independent pixels by >= {MIN_GAIN} nats per digit",
+            f"{min(low, high):.2f} vs {baseline:.2f}",
+        )
+        report.check(
+            abs(high - low) <= MAX_BRACKET,
+            f"AIS and RAISE bracket the {hidden} RBM's log-likelihood within {MAX_BRACKET} nat",
+            f"{low:.2f} .. {high:.2f}",
+        )
+    return report.finish(results)
 
 
 if __name__ == "__main__":
-    main()
+    exit_status(main())
