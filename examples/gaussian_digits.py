@@ -39,10 +39,13 @@ import numpyro_rbm as nrbm
 from numpyro_rbm import datasets, io
 
 NOISE = 0.8  # standard deviation of the added noise, in standardised units
-EPOCHS, QUICK_EPOCHS = 50, 10
-MIN_LL_GAIN = 5.0  # nats per digit; measured gains: see the module docstring
+EPOCHS, QUICK_EPOCHS = 50, 5
+MIN_LL_GAIN, QUICK_MIN_LL_GAIN = 5.0, 7.0  # nats per digit; quick: measured 7.85 to 8.17
+# (mean 8.03, sd 0.11) over seeds 0-4 natively and under SSE4_2; the full run's 5.0 is
+# not re-measured
 Z_MAX = 4.5  # the project's z threshold (tests/conftest.py)
-AIS_BIAS = 0.05  # nats: AIS underestimates log Z by the schedule's bias
+AIS_BIAS = 0.1  # nats: AIS underestimates log Z by the schedule's bias; quick (500 betas):
+# AIS - exact measured -0.086 to +0.013 (mean -0.036, sd 0.031, stderr 0.03) over 10 runs
 
 
 def posterior_mean(params, y, noise, chunk=64):
@@ -105,7 +108,7 @@ def main(argv=None):
     print(f"held-out log-likelihood per digit (exact, standardised units): RBM {ll:.2f}, "
           f"independent Gaussians {ll_ind:.2f} nats")  # fmt: skip
 
-    betas = 1000 if args.quick else 3000
+    betas = 500 if args.quick else 3000
     report.say(f"AIS of log Z, 100 runs of {betas} betas ...")
     est = nrbm.ais(params, jax.random.key(args.seed + 1), data=train, num_runs=100, betas=betas)
     log_z, log_z_ais, se = float(rbm.log_z), float(est.log_z), float(est.stderr)
@@ -134,10 +137,10 @@ def main(argv=None):
         back = datasets.Standardization.from_metadata(meta)
         restored = bool(np.allclose(back.invert(train[:5]), data.train[:5, varies], atol=1e-5))
 
+    min_gain = QUICK_MIN_LL_GAIN if args.quick else MIN_LL_GAIN
     report.check(
-        ll - ll_ind >= MIN_LL_GAIN,
-        f"the RBM models held-out digits better than independent Gaussians by >= {MIN_LL_GAIN} "
-        "nats",
+        ll - ll_ind >= min_gain,
+        f"the RBM models held-out digits better than independent Gaussians by >= {min_gain} nats",
         f"{ll:.2f} vs {ll_ind:.2f}",
     )
     report.check(

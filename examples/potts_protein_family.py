@@ -10,10 +10,11 @@ data's; the exact log-likelihoods of the true and fitted models on held-out sequ
 printed. The parameters are reported in the zero-sum gauge.
 
 What it checks: the fitted model's held-out log-likelihood is within MAX_LL_GAP nats of the
-true model's (measured: -29.90 vs -29.74 natively), and its single-site frequencies
-correlate with the data's at least MIN_SITE_CORRELATION (measured 0.9997). The connected pair
-correlations are printed, not checked: most pairs are uncoupled, their connected correlations
-are sampling noise, so their correlation coefficient (0.63 in the full run) says little.
+true model's, and its single-site frequencies correlate with the data's at least
+MIN_SITE_CORRELATION (figures measured over seeds: next to the thresholds below). The
+connected pair correlations are printed, not checked: most pairs are uncoupled, their
+connected correlations are sampling noise, so their correlation coefficient (0.63 in the
+full run) says little.
 
 Run: ``python examples/potts_protein_family.py [--quick]`` (about a minute on 2 CPU cores).
 """
@@ -33,8 +34,11 @@ from numpyro_rbm.partition import sample_exact
 from numpyro_rbm.potts import pair_frequencies, site_frequencies, zero_sum_gauge
 from numpyro_rbm.units import Potts
 
-MAX_LL_GAP = 0.5  # nats per sequence, fitted below true
-MIN_SITE_CORRELATION = 0.99
+# Quick version (10 epochs, 5000 draws), seeds 0-4 natively and under SSE4_2: fitted minus
+# true held-out log-likelihood -0.175 to -0.088 (mean -0.132, sd 0.034), site correlation
+# 0.9987 to 0.9990 (sd 0.00012); each threshold is over 6 sd away.
+MAX_LL_GAP = 0.35  # nats per sequence, fitted below true
+MIN_SITE_CORRELATION = 0.998
 
 
 def true_model(n_sites=12, q=21, n_hidden=4, seed=0):
@@ -81,9 +85,10 @@ def main(argv=None):
     print(f"alignment: {data.shape[0]} sequences x {data.shape[1]} sites, q = {unit.q}")
     print("first sequences:", alignment.decode(train[:3]))
 
-    report.say(f"training a Potts RBM with 4 hidden units, {20 if quick else 60} epochs ...")
+    epochs = 10 if quick else 60
+    report.say(f"training a Potts RBM with 4 hidden units, {epochs} epochs ...")
     fit = nrbm.fit(
-        train, 4, visible_units=Potts(unit.q), epochs=20 if quick else 60, batch_size=50,
+        train, 4, visible_units=Potts(unit.q), epochs=epochs, batch_size=50,
         learning_rate=0.01, test_data=test, eval_every=None, seed=args.seed,
     )  # fmt: skip
     params = zero_sum_gauge(fit.params)  # identifiable parameters, same distribution
@@ -91,8 +96,9 @@ def main(argv=None):
     ll_fit = float(jnp.mean(nrbm.RBM(params).log_prob(test)))
     print(f"held-out log-likelihood (exact): true model {ll_true:.3f}, fitted {ll_fit:.3f} nats")
 
-    report.say("20000 exact draws from the fitted model; site and pair frequencies ...")
-    draws = np.asarray(nrbm.RBM(params).sample(jax.random.key(2 + args.seed), (20000,)))
+    n_draws = 5000 if quick else 20000
+    report.say(f"{n_draws} exact draws from the fitted model; site and pair frequencies ...")
+    draws = np.asarray(nrbm.RBM(params).sample(jax.random.key(2 + args.seed), (n_draws,)))
     f1_data, f1_fit = site_frequencies(train, unit.q), site_frequencies(draws, unit.q)
     f2_data, f2_fit = pair_frequencies(train, unit.q), pair_frequencies(draws, unit.q)
     off = ~np.eye(data.shape[1], dtype=bool)

@@ -4,9 +4,10 @@ Every example checks its own claim at the end of its run (``examples/_common.py`
 returns the figures with the list of failed claims; these tests run the quick versions in
 this process (sharing JAX's start-up and compilation caches) and assert that no claim
 failed. The verdicts come from random draws (training, sampling, AIS), so the tests are
-statistical: each claim's threshold is several times the spread of its figure measured
-across seeds, natively and under ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` (the figures are in
-each example's docstring and in the commit that set them).
+statistical: each claim's threshold was set from the spread of its figure over five seeds
+natively and five under ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``, for a false-failure
+probability below about 1e-4; ``tests/audit_examples.md`` gives the figures, the thresholds,
+the breaks each test catches and the durations.
 """
 
 import importlib
@@ -55,9 +56,5 @@ def test_digits_pipeline(examples):
 
 def test_denoise_digit(examples, tmp_path):
     results = examples("denoise_digit").main(["--quick", "--out", str(tmp_path)])
-    assert results["failed"] == []
-    assert results["posterior_error"] <= 0.5 * results["noisy_error"]
-    low, high = results["eps_hdi"]
-    assert low <= 0.1 <= high
-    assert results["converged"]
+    assert results["failed"] == []  # converged, error ratio, flip rate in the HDI
     assert (tmp_path / "posterior_mean.png").exists()
