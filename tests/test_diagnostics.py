@@ -39,8 +39,12 @@ def test_chain_statistics_match_hand_computation():
     np.testing.assert_allclose(stats["hidden_activation"], h.mean(-1))
 
 
+@pytest.mark.statistical
 def test_independent_exact_draws_are_declared_converged():
-    """iid draws of (v, h) from the brute-force joint: every statistic must pass."""
+    """iid draws of (v, h) from the brute-force joint: every statistic must pass.
+
+    For N = 2000 iid draws the lag-1 autocorrelation is about N(0, 1/N); split R-hat - 1 of
+    8 half-chains of 250 is about (chi2_7 / 7 - 1) / 500; the ESS estimates are about N."""
     params = random_params(9, 6, 3, 1.0)
     V, H, table = brute_joint_log_weights(params.weights, params.visible_bias, params.hidden_bias)
     p = np.exp(table - logsumexp(table)).ravel()
@@ -51,14 +55,16 @@ def test_independent_exact_draws_are_declared_converged():
     assert diag.verdict.startswith("converged")
     for row in diag.table.values():
         assert abs(row["r_hat"] - 1) < 0.01 and row["ess_bulk"] > 1000
-        assert abs(row["autocorr_lag1"]) < 0.1
+        assert abs(row["autocorr_lag1"]) < Z_MAX / np.sqrt(idx.size)
     assert "r_hat" in str(diag) and diag.verdict in str(diag)
     summary = az.summary(diag.to_inference_data())
     assert set(summary.index) == set(diag.table)
 
 
-def bimodal_params(n=8, coupling=7.0):
-    """Two deep modes, all units on or all off: a single sweep almost never crosses."""
+def bimodal_params(n=8, coupling=12.0):
+    """Two deep modes, all units on or all off. A sweep crosses between them with probability
+    1.3e-9 (by enumeration of p(h' | h) = sum_v p(v | h) p(h' | v)), so 800 sweeps cross with
+    probability 1e-6; at coupling 7 it was 2.5e-5 per sweep, a 2% chance per run."""
     w = jnp.full((n, 1), coupling)
     return RBMParams(w, jnp.full((n,), -coupling / 2), jnp.full((1,), -coupling * n / 2))
 
@@ -67,6 +73,7 @@ def bimodal_model(params):
     numpyro.sample("pixels", nrbm.RBM(params))  # not "v": mcmc_diagnostics finds the site
 
 
+@pytest.mark.statistical
 def test_non_mixing_run_is_flagged():
     """Chains started in opposite modes of a bimodal RBM stay there: R-hat must say so."""
     params = bimodal_params()
@@ -89,6 +96,7 @@ def test_non_mixing_run_is_flagged():
     assert diag.table["overlap"]["r_hat"] > 1.5, str(diag)
 
 
+@pytest.mark.statistical
 def test_single_chain_is_split_and_a_trend_is_flagged():
     rng = np.random.default_rng(1)
     steady = rng.normal(size=(1, 4000))

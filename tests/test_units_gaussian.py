@@ -1,5 +1,9 @@
 """Gaussian visible units: conditionals, free energy, log Z, sampling and learning, each
-checked against numerical integration or a numpy computation written independently here."""
+checked against numerical integration or a numpy computation written independently here.
+
+Sampler checks use Kolmogorov-Smirnov tests against the exact distribution, Bonferroni-combined
+over the coordinates of one test (smallest p-value times their number > ``P_MIN``), and
+z-scores below ``Z_MAX`` (conftest; tests/README.md gives each test's false-failure rate)."""
 
 import itertools
 
@@ -7,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import P_MIN, Z_MAX
 from scipy import integrate, special, stats
 
 import numpyro_rbm as nrbm
@@ -67,6 +72,7 @@ def test_conditional_log_partition_and_mean_match_quadrature(x64, phi, log_lam):
         unit.log_partition(field)
 
 
+@pytest.mark.statistical
 def test_conditional_sampler_matches_the_gaussian(x64):
     unit = Gaussian()
     phi = jnp.array([-2.0, 0.0, 3.0])
@@ -75,9 +81,11 @@ def test_conditional_sampler_matches_the_gaussian(x64):
         jax.random.key(0), jnp.broadcast_to(phi, (4000, 3)), {"log_precision": log_lam}
     )
     lam = np.exp(np.asarray(log_lam))
-    for i in range(3):  # KS against N(phi/lam, 1/lam): detects a wrong mean or variance
-        dist = stats.norm(float(phi[i]) / lam[i], 1 / np.sqrt(lam[i]))
-        assert stats.kstest(np.asarray(x[:, i]), dist.cdf).pvalue > 1e-3
+    pvalues = [  # KS against N(phi/lam, 1/lam): detects a wrong mean or variance
+        stats.kstest(np.asarray(x[:, i]), stats.norm(phi[i] / lam[i], lam[i] ** -0.5).cdf).pvalue
+        for i in range(3)
+    ]
+    assert 3 * min(pvalues) > P_MIN, pvalues
 
 
 def test_free_energy_and_log_z_match_integration(x64):
@@ -124,6 +132,16 @@ def _mixture_cdf(x, coord, weights, means, lam):
     )
 
 
+def _mixture_ks_pvalue(v, weights, means, lam):
+    """Bonferroni-combined KS p-value of every coordinate of ``v`` against the mixture."""
+    pvalues = [
+        stats.kstest(v[:, k], lambda x, k=k: _mixture_cdf(x, k, weights, means, lam)).pvalue
+        for k in range(v.shape[1])
+    ]
+    return min(1.0, v.shape[1] * min(pvalues))
+
+
+@pytest.mark.statistical
 @pytest.mark.parametrize("how", ["exact", "gibbs"])
 def test_samples_match_the_exact_mixture(x64, how):
     params, (w, b, c, lam) = _model(seed=0, scale=0.9)
@@ -131,22 +149,22 @@ def test_samples_match_the_exact_mixture(x64, how):
     n = 3000
     if how == "exact":
         v = np.asarray(sample_exact(jax.random.key(0), params, (n,))[0])
-    else:  # independent chains, 60 block-Gibbs sweeps each from p(v | h = 0)
+    else:  # independent chains, 60 block-Gibbs sweeps each from p(v | h = 0): the chain of h
+        # has second eigenvalue 0.25 (by quadrature), so 60 sweeps leave a bias below 1e-30
         rbm = RBM(params, log_z=None, num_gibbs_sweeps=60, max_units=1)  # force Gibbs
         assert not rbm.exact_sampling
         v = np.asarray(rbm.sample(jax.random.key(0), (n,)))
-    for coord in range(2):
-        p = stats.kstest(v[:, coord], lambda x, k=coord: _mixture_cdf(x, k, weights, means, lam))
-        assert p.pvalue > 1e-3, (coord, p)
-    # Second moments: the mixture's covariance, within 5 standard errors per entry.
+    assert _mixture_ks_pvalue(v, weights, means, lam) > P_MIN
+    # Second moments: the mixture's covariance, within Z_MAX standard errors per entry.
     cov_exact = np.diag(1 / lam) + np.einsum("k,ki,kj->ij", weights, means, means)
     mean_exact = weights @ means
     cov_exact -= np.outer(mean_exact, mean_exact)
     prod = (v - mean_exact)[:, :, None] * (v - mean_exact)[:, None, :]
     se = prod.std(0) / np.sqrt(n)
-    assert np.all(np.abs(prod.mean(0) - cov_exact) < 5 * se + 1e-12)
+    assert np.all(np.abs(prod.mean(0) - cov_exact) < Z_MAX * se + 1e-12)
 
 
+@pytest.mark.statistical
 def test_a_sampler_with_the_wrong_variance_is_detected(x64):
     """Power of the check above: draws with variance 1/lam^2 instead of 1/lam fail it."""
     params, (w, b, c, lam) = _model(seed=0, scale=0.9)
@@ -154,11 +172,7 @@ def test_a_sampler_with_the_wrong_variance_is_detected(x64):
     rng = np.random.default_rng(0)
     k = rng.choice(len(weights), size=3000, p=weights)
     v = means[k] + rng.standard_normal((3000, 2)) / lam
-    pvals = [
-        stats.kstest(v[:, i], lambda x, i=i: _mixture_cdf(x, i, weights, means, lam)).pvalue
-        for i in range(2)
-    ]
-    assert min(pvals) < 1e-3
+    assert _mixture_ks_pvalue(v, weights, means, lam) < P_MIN
 
 
 def test_gibbs_sweep_keeps_the_precision_gradient_and_cho_coordinates(x64):
@@ -209,18 +223,18 @@ def test_nan_data_is_rejected_naming_row_and_column():
         Gaussian().prepare_data(data)
 
 
-def test_fit_recovers_the_generating_model_statistics():
-    """PCD with a learnt precision on 4000 exact draws from a known Gaussian-Bernoulli RBM:
-    the fitted model's exact mean and covariance match the data's within 0.1 (the data's
-    standard errors are about 0.02-0.04), and its exact log-likelihood is within 0.05 nats
-    of the generating model's."""
+def _fit_errors(seed):
+    """One replicate: PCD with a learnt precision on 4000 exact draws (key 1 + 1000 seed) from a
+    known Gaussian-Bernoulli RBM. Returns the fitted model's largest error of its exact mean
+    and of its exact covariance (relative to the data's largest covariance entry), both
+    against the data, and its log-likelihood deficit to the generating model on the data."""
     with jax.enable_x64(True):
-        true, (w, b, c, lam) = _model(seed=5, n_v=3, n_h=2, scale=1.3)
-        data = np.asarray(sample_exact(jax.random.key(1), true, (4000,))[0])
+        true, _ = _model(seed=5, n_v=3, n_h=2, scale=1.3)
+        data = np.asarray(sample_exact(jax.random.key(1 + 1000 * seed), true, (4000,))[0])
         true_ll = float(jnp.mean(RBM(true).log_prob(jnp.asarray(data))))
     fit = nrbm.fit(
         data, 2, visible_units="gaussian", epochs=40, batch_size=50, learning_rate=0.02,
-        eval_every=None, progress=False, seed=0,
+        eval_every=None, progress=False, seed=seed,
     )  # fmt: skip
     p = fit.params
     with jax.enable_x64(True):
@@ -234,11 +248,28 @@ def test_fit_recovers_the_generating_model_statistics():
     mean_fit = weights @ means
     cov_fit = np.diag(1 / lamf) + np.einsum("k,ki,kj->ij", weights, means, means)
     cov_fit -= np.outer(mean_fit, mean_fit)
-    np.testing.assert_allclose(mean_fit, data.mean(0), atol=0.1)
-    np.testing.assert_allclose(cov_fit, np.cov(data.T), atol=0.1 * np.abs(np.cov(data.T)).max())
-    assert fitted_ll > true_ll - 0.05, (fitted_ll, true_ll)
+    cov = np.cov(data.T)
+    return (
+        np.abs(mean_fit - data.mean(0)).max(),
+        np.abs(cov_fit - cov).max() / np.abs(cov).max(),
+        true_ll - fitted_ll,
+    )
 
 
+@pytest.mark.statistical
+def test_fit_recovers_the_generating_model_statistics():
+    """Five independent replicates (data and PCD seeds 0-4) of ``_fit_errors``: the median
+    over replicates of the mean error is below 0.05, of the relative covariance error below
+    0.05 and of the log-likelihood deficit below 0.01 nats. Over 200 replicates (seeds 0-199)
+    a replicate's errors were 0.0089 +- 0.0048 (max 0.024), 0.011 +- 0.005 (max 0.027) and
+    -0.0008 +- 0.0006 nats (max 0.0009); none crossed a threshold, so a replicate does with
+    probability q < 1.5% (95% bound), and the median fails only if three of five do: at most
+    10 q^3 = 3.4e-5. A sampler with the wrong variance fails it (tests/README.md)."""
+    errors = np.median([_fit_errors(seed) for seed in range(5)], axis=0)
+    assert np.all(errors < [0.05, 0.05, 0.01]), errors
+
+
+@pytest.mark.statistical
 @pytest.mark.slow  # the same Gibbs check runs by default through RBM.sample (above)
 def test_rbm_gibbs_kernel_samples_the_gaussian_prior():
     """RBMGibbs on a Gaussian-visible RBM site (prior update): 500 vectorized chains after 60
@@ -259,6 +290,4 @@ def test_rbm_gibbs_kernel_samples_the_gaussian_prior():
     )  # fmt: skip
     mcmc.run(jax.random.key(3))
     v = np.asarray(mcmc.get_samples()["v"], np.float64).reshape(-1, 2)
-    for coord in range(2):
-        p = stats.kstest(v[:, coord], lambda x, k=coord: _mixture_cdf(x, k, weights, means, lam))
-        assert p.pvalue > 1e-3, (coord, p)
+    assert _mixture_ks_pvalue(v, weights, means, lam) > P_MIN
