@@ -11,10 +11,11 @@ log-likelihood of the binarised test images under each RBM: estimated by AIS for
 units, and exact (enumerating 2^20 hidden states) for a second pair of RBMs with 20.
 
 What it shows, and checks: ours is a drop-in replacement. Its pipeline's test accuracy is
-within 0.03 of scikit-learn's, and its 20-hidden-unit RBM's exact test log-likelihood within
-1 nat of scikit-learn's. (Across random states the two accuracies differ by about 0.01 and
-the two log-likelihoods by 0.1-0.3 nats; the margins are several times that.) Logistic
-regression on the raw pixels is printed for comparison.
+within 0.03 of scikit-learn's, and its small RBM's exact test log-likelihood within 2 nats of
+scikit-learn's. (Quick runs, ``random_state`` 0-6, natively: the accuracies differed by
+-0.006 to 0.014, sd 0.007, and the 16-unit log-likelihoods by -0.41 to 0.68 nats, sd 0.37;
+both thresholds are more than 4 standard deviations away.) Logistic regression on the raw
+pixels is printed for comparison.
 
 ``--quick`` (the test's version): the digits without nudging, no AIS, no timing fits, and
 16 hidden units instead of 20 for the exact log-likelihood.
@@ -43,7 +44,7 @@ import numpyro_rbm as nrbm
 from numpyro_rbm.sklearn import BernoulliRBM
 
 MAX_ACCURACY_GAP = 0.03
-MAX_LL_GAP = 1.0  # nats, exact log-likelihoods of the 20-hidden-unit RBMs
+MAX_LL_GAP = 2.0  # nats, exact log-likelihoods of the small RBMs (20 units; --quick: 16)
 
 
 def nudge_dataset(X, Y):
@@ -157,7 +158,8 @@ def main(argv=None):
     )
     report.check(
         abs(ours["ll_small"] - theirs["ll_small"]) <= MAX_LL_GAP,
-        f"the {ours['n_small']}-unit RBMs' exact test log-likelihoods agree within 1 nat",
+        f"the {ours['n_small']}-unit RBMs' exact test log-likelihoods agree within "
+        f"{MAX_LL_GAP:g} nats",
         f"{ours['ll_small']:.2f} vs {theirs['ll_small']:.2f}",
     )
     return report.finish(
