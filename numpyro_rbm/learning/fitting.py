@@ -317,7 +317,12 @@ def _state_to_arrays(state: TrainState) -> dict:
 def _state_from_arrays(template: TrainState, arrays: dict) -> TrainState:
     leaves, treedef = jax.tree.flatten(template._replace(key=None))
     if sum(name.startswith("leaf_") for name in arrays) != len(leaves):
-        raise ValueError("the checkpoint does not match this training configuration")
+        raise ValueError(
+            f"the checkpoint holds {sum(n.startswith('leaf_') for n in arrays)} state arrays, "
+            f"this run's state has {len(leaves)}: it was written by another negative phase or "
+            "optimiser, or by a release whose state differs (parallel tempering's before the "
+            "learning engine); start a new run, or read it with numpyro_rbm.io.load_checkpoint"
+        )
     new_leaves = []
     for i, old in enumerate(leaves):
         new = arrays[f"leaf_{i:04d}"]
