@@ -106,7 +106,11 @@ def uniform_sampler(key, layer, field):
     r""":math:`x = \mathbb 1[u < \mathbb E[x \mid \phi]]` with float32 uniforms :math:`u` (the same
     numbers as ``jax.random.uniform``), for {0, 1} units: scikit-learn's sampler. Float32 even
     for float64 fields, so that a float32 and a float64 fit take the same random decisions."""
-    u = threefry_uniform32(key, jnp.shape(field))
+    return _below(threefry_uniform32(key, jnp.shape(field)), layer, field)
+
+
+def _below(u, layer, field):
+    """:func:`uniform_sampler` with its uniforms ``u`` given."""
     mean = layer.mean(field)
     return (u < mean).astype(mean.dtype)
 
@@ -225,10 +229,14 @@ class HiddenPCD(NegativePhase):
         return jnp.zeros((self.num_chains, params.n_hidden), params.weights.dtype)
 
     def step(self, key, params, state, batch):
-        key_v, key_sweeps, key_h = threefry_split(key, 3)
-        v = uniform_sampler(key_v, params.visible_layer, visible_field(params, state))
+        # One draw of the step's uniforms for v' and h' (one kernel, not three: at
+        # scikit-learn's digits defaults the random numbers dominate an update's cost).
+        key_sweeps, key_u = threefry_split(key) if self.k > 1 else (key, key)
+        u = threefry_uniform32(key_u, (self.num_chains, params.n_visible + params.n_hidden))
+        u_v, u_h = u[:, : params.n_visible], u[:, params.n_visible :]
+        v = _below(u_v, params.visible_layer, visible_field(params, state))
         v = gibbs(key_sweeps, params, v, self.k - 1, sampler=uniform_sampler)[0]
-        h = uniform_sampler(key_h, params.hidden_layer, hidden_field(params, v))
+        h = _below(u_h, params.hidden_layer, hidden_field(params, v))
         if isinstance(batch, Weighted):
             weight = jnp.max(batch.weights)  # 1 / (data rows in the minibatch)
             return Weighted(v, jnp.full(v.shape[:1], weight, v.dtype)), h, {}
