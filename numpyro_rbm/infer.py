@@ -200,17 +200,21 @@ def _sweep_trace(model, cfg: _Resolved, sweep, model_args, model_kwargs):
     return tr, handler.out
 
 
-def _free_energy(params, units, v):
-    fe = free_energy(params, units.to_layer(v, params.weights.dtype))
-    return jnp.sum(fe) if jnp.ndim(fe) else fe
+def _energies(cfg: _Resolved, tr, params, layer):
+    """``(free_energy, log_likelihood)`` of the state ``layer`` of a trace ``tr``: the free
+    energy summed over a batch of RBMs, and the other sites' log density (zero for the
+    prior)."""
+    fe = free_energy(params, layer)
+    fe = jnp.sum(fe) if jnp.ndim(fe) else fe
+    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
+    return fe, ll.astype(fe.dtype)
 
 
 def _evaluate(model, cfg: _Resolved, v, model_args, model_kwargs):
     """``(free_energy, log_likelihood)`` at the site value ``v``."""
     tr = _trace_at(model, cfg, v, model_args, model_kwargs)
-    fe = _free_energy(tr[cfg.site]["fn"].params, cfg.units, v)
-    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
-    return fe, ll.astype(fe.dtype)
+    params = tr[cfg.site]["fn"].params
+    return _energies(cfg, tr, params, cfg.units.to_layer(v, params.weights.dtype))
 
 
 def _field_offset(model, cfg: _Resolved, v, model_args, model_kwargs):
@@ -248,10 +252,7 @@ def _step(model, cfg: _Resolved, state: RBMGibbsState, model_args, model_kwargs)
 
     tr, (params, layer, h_new) = _sweep_trace(model, cfg, sweep, model_args, model_kwargs)
     v_new = tr[cfg.site]["value"]
-    fe = free_energy(params, layer)
-    fe = jnp.sum(fe) if jnp.ndim(fe) else fe
-    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
-    ll = ll.astype(fe.dtype)
+    fe, ll = _energies(cfg, tr, params, layer)
     accept_prob = jnp.ones((), fe.dtype)
     if cfg.mode == "metropolis":
         log_ratio = ll - state.log_likelihood
