@@ -77,7 +77,9 @@ def ours_compiled(params):
     """``numpyro_rbm.log_partition``'s compiled program for ``params`` and its arguments."""
     from numpyro_rbm import partition
 
-    k = partition._chunk_bits(params.n_hidden, params.n_visible, None)
+    k = partition._chunk_bits(
+        params.n_hidden, params.n_visible, None, partition._platform(params.weights)
+    )
     return partition._log_partition_compiled.lower(params, k).compile(), (params,)
 
 

@@ -48,9 +48,15 @@ MAX_ENUMERABLE_UNITS = 30
 #: scikit-learn estimator and the command line): 2^20 states take seconds at most on a CPU.
 EXACT_MAX_UNITS = 20
 
-# Elements of the (2^k, m) field block of one chunk: 2^18 float32 values = 1 MiB, which stays
-# in cache (measured 2-3x faster per state than 16 MiB chunks; docs/performance.md).
-_CHUNK_ELEMENTS = 1 << 18
+# Elements of the (2^k, m) field block of one chunk, by the platform that computes it. On a CPU
+# 2^18 float32 values = 1 MiB, which stays in cache (measured 2-3x faster per state than 16 MiB
+# chunks; docs/performance.md). An accelerator wants chunks that fill it: on an H200 a 1 MiB
+# chunk left it idle (784x24: 1.32 s; 64x28: 1.36 s) where 2^17-2^20 states per chunk took
+# 0.017-0.043 s (shared/gpu/2026-11-29-run2.json), so there a chunk holds up to 2^27 values
+# (512 MiB) and at most 2^20 states (measured optimum 18-20).
+_CHUNK_ELEMENTS = {"cpu": 1 << 18}
+_ACCELERATOR_CHUNK_ELEMENTS = 1 << 27
+_ACCELERATOR_MAX_CHUNK_BITS = 20
 
 
 class EnumerationTooLarge(ValueError):
@@ -139,12 +145,27 @@ def all_states(n: int, units: UnitType | str = "bernoulli", dtype=jnp.float32):
     return units.states_from_bits(_bits(jnp.arange(2**n, dtype=jnp.int32), n, dtype))
 
 
-def _chunk_bits(n: int, m: int, chunk_bits: int | None) -> int:
+def _platform(x) -> str:
+    """The platform (``"cpu"``, ``"gpu"``, ``"tpu"``) that holds ``x``: its device when ``x``
+    is a concrete array, JAX's default backend when it is traced."""
+    try:
+        return next(iter(x.devices())).platform
+    except (AttributeError, jax.errors.ConcretizationTypeError):
+        return jax.default_backend()
+
+
+def _chunk_bits(n: int, m: int, chunk_bits: int | None, platform: str = "cpu") -> int:
+    """States per chunk, as a power of two: ``chunk_bits`` when given, otherwise sized for
+    ``platform`` (a cache-sized block of fields on a CPU, a device-filling one elsewhere)."""
     if chunk_bits is not None:
         if chunk_bits < 0:
             raise ValueError(f"chunk_bits must be >= 0, got {chunk_bits}")
         return min(chunk_bits, n)
-    return max(0, min(n, int(math.log2(max(1, _CHUNK_ELEMENTS // max(m, 1))))))
+    elements = _CHUNK_ELEMENTS.get(platform, _ACCELERATOR_CHUNK_ELEMENTS)
+    bits = int(math.log2(max(1, elements // max(m, 1))))
+    if platform not in _CHUNK_ELEMENTS:
+        bits = min(bits, _ACCELERATOR_MAX_CHUNK_BITS)
+    return max(0, min(n, bits))
 
 
 # Factors per product in _summed_log_partition: each lies in [1, 2], so a product of 64 stays
@@ -322,16 +343,17 @@ def log_partition(
         params: the RBM; leading batch axes give one :math:`\log Z` per RBM.
         max_units: refuse (with :class:`EnumerationTooLarge`) to enumerate more units than
             this; ``None`` removes the limit.
-        chunk_bits: enumerate :math:`2^{\text{chunk\_bits}}` states per chunk (default: as
-            many as fit in about 1 MiB of fields, which stays in cache).
+        chunk_bits: enumerate :math:`2^{\text{chunk\_bits}}` states per chunk (default: sized
+            for the device that holds ``params``: as many as fit in about 1 MiB of fields on a
+            CPU, which stays in cache; up to 512 MiB of fields and :math:`2^{20}` states on an
+            accelerator, which a small chunk would leave idle).
 
     Returns:
         :math:`\log Z`, shape ``params.batch_shape``.
     """
     lay = _layout(params, max_units)  # raises here, outside jit, with a clear message
-    return _log_partition_compiled(
-        params, _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits)
-    )
+    k = _chunk_bits(lay.n, lay.other_bias.shape[-1], chunk_bits, _platform(params.weights))
+    return _log_partition_compiled(params, k)
 
 
 # Compiled once per shape, unit types and chunking: an eager call would otherwise re-trace

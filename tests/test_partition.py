@@ -84,6 +84,32 @@ def test_log_partition_is_independent_of_chunk_bits(n_v, n_h, vu, hu):
         partition.log_partition(params, chunk_bits=-1)
 
 
+@pytest.mark.parametrize(
+    "platform,n,m,bits",
+    [
+        ("cpu", 28, 64, 12),  # 2^12 x 64 fields = 2^18 values (1 MiB): cache-sized
+        ("cpu", 24, 784, 8),
+        ("cpu", 4, 64, 4),  # never more states than the layer has
+        ("gpu", 28, 64, 20),  # device-filling, at most 2^20 states (H200 optimum 18-20)
+        ("gpu", 24, 784, 17),  # 2^17 x 784 values <= 2^27 (512 MiB)
+        ("tpu", 20, 784, 17),
+        ("gpu", 10, 784, 10),
+    ],
+)
+def test_default_chunk_is_sized_for_the_device(platform, n, m, bits):
+    assert partition._chunk_bits(n, m, None, platform) == bits
+    assert partition._chunk_bits(n, m, 3, platform) == 3  # an explicit choice always wins
+
+
+def test_log_partition_sizes_chunks_for_the_device_of_its_params(monkeypatch):
+    params, _ = make_params(11, 6, 4, 1.5, "bernoulli", "bernoulli")
+    seen = []
+    real = partition._chunk_bits
+    monkeypatch.setattr(partition, "_chunk_bits", lambda *a: seen.append(a) or real(*a))
+    partition.log_partition(params)
+    assert seen[-1][-1] == params.weights.devices().pop().platform == "cpu"
+
+
 def test_log_partition_of_batched_params_is_per_rbm():
     singles = [make_params(s, 3, 4, 1.0, "spin", "bernoulli") for s in range(6)]
     stacked = jax.tree.map(
