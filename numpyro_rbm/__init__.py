@@ -31,6 +31,7 @@ _NAMES = {
          "hidden_log_prob", "hidden_mean", "init_params", "sample_hidden", "sample_visible",
          "visible_log_prob", "visible_mean"], "core"),
     "RBM": "distribution",
+    "enable_compile_cache": "compile_cache",
     "RBMGibbs": "infer",
     **dict.fromkeys(["EnumerationTooLarge", "log_partition", "sample_exact"], "partition"),
     **dict.fromkeys(
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
         summarize_log_weights,
     )
     from .clamp import ClampedRBM, clamp_params, clamped_log_partition  # noqa: F401
+    from .compile_cache import enable_compile_cache  # noqa: F401
     from .core import (  # noqa: F401
         RBMParams,
         energy,
@@ -192,4 +194,6 @@ __all__ = [
     "pt_negative",
     "free_energy_loss",
     "loss_gradient",
+    # compile once per machine
+    "enable_compile_cache",
 ]

@@ -205,7 +205,11 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _WarningPrinter()
         try:
-            from . import _commands  # JAX, NumPyro, ArviZ: only now
+            from . import compile_cache  # JAX, NumPyro, ArviZ: only now
+
+            if compile_cache.cache_enabled_by_environment():
+                compile_cache.enable_compile_cache()  # a second run starts without compiling
+            from . import _commands
 
             return getattr(_commands, f"cmd_{args.command}")(args)
         except (UsageError, ValueError, FileNotFoundError, OSError) as err:

@@ -14,6 +14,10 @@ import pytest
 
 from numpyro_rbm import RBMParams
 
+# The command line keeps compiled programs in the user's cache folder; tests calling it
+# in-process must not write there (tests/test_compile_cache.py turns it on in subprocesses).
+os.environ.setdefault("NUMPYRO_RBM_COMPILE_CACHE", "0")
+
 VALUES = {"bernoulli": (0.0, 1.0), "spin": (-1.0, 1.0)}
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,6 +22,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # The layers of docs/architecture.md; a module may import modules of its own layer or below.
 LAYERS = {
     "_threefry": 0,
+    "compile_cache": 0,
     "units": 0,
     "core": 1,
     "io": 2,
