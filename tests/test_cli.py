@@ -390,17 +390,21 @@ def test_help_imports_neither_jax_nor_arviz():
 
 
 def test_console_script_trains_on_digits_by_default(tmp_path):
-    """The installed `numpyro-rbm` in a real subprocess, on the default data (the digits)."""
+    """The installed `numpyro-rbm` in a real subprocess, on the default data (the digits),
+    keeping its compiled programs in the folder the environment names."""
     script = shutil.which("numpyro-rbm", path=os.path.dirname(sys.executable))
     command = [script] if script else [sys.executable, "-m", "numpyro_rbm"]
-    run = tmp_path / "digits"
+    run, cache = tmp_path / "digits", tmp_path / "cache"
+    env = dict(os.environ, NUMPYRO_RBM_COMPILE_CACHE="1", NUMPYRO_RBM_CACHE_DIR=str(cache))
     done = subprocess.run(
         command + ["train", "--hidden", "4", "--epochs", "1", "--chains", "8"]
         + ["--diagnostic-sweeps", "30", "--out", str(run), "--quiet"],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )  # fmt: skip
+    assert len(list(cache.iterdir())) > 10  # training, evaluation and sampling programs
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stdout.splitlines()
