@@ -9,6 +9,8 @@ from the spread measured over many (tests/audit_learn.md gives the figures).
 """
 
 import math
+import time
+import types
 import warnings
 
 import jax
@@ -20,6 +22,7 @@ from conftest import P_MIN, brute_joint_log_weights, brute_states
 from scipy import stats
 
 from numpyro_rbm import RBMParams, datasets, io, training
+from numpyro_rbm.learning import fitting as training_fitting
 from numpyro_rbm.learning.monitors import monitor_rhat
 from numpyro_rbm.partition import log_partition
 from numpyro_rbm.training import (
@@ -431,11 +434,67 @@ def test_default_epochs_guarantee_enough_updates():
     patterns = datasets.bars_and_stripes(3)  # 14 rows: 1 update per epoch at batch size 10
     # CD: no chain diagnostics, so the 100 evaluations stay cheap.
     res = fit(patterns, 3, method="cd", progress=False, log_likelihood=None)
-    # 10,000 updates = 10,000 epochs, evaluated every 100 (eval_every="auto": at most ~100).
-    assert res.history["epoch"] == list(range(100, 10_001, 100))
+    # 10,000 updates = 10,000 epochs, evaluated at multiples of 100 (eval_every="auto": at
+    # most ~100, fewer where the monitoring budget skips some) and after the last.
+    assert set(res.history["epoch"]) <= set(range(100, 10_001, 100))
+    assert res.history["epoch"][-1] == 10_000
+    assert res.timings["evaluations"] + res.timings["evaluations_skipped"] == 100
     assert int(res.opt_state[0].count) == training.MIN_UPDATES
     # A data set with many updates per epoch keeps the 100 epochs.
     assert training.DEFAULT_EPOCHS * (1437 // 10) > training.MIN_UPDATES
+
+
+def _budget_loop(epochs, every, budget, start=0):
+    loop = training_fitting._Loop.__new__(training_fitting._Loop)
+    loop.config = types.SimpleNamespace(epochs=epochs, eval_every=every, eval_budget=budget)
+    loop.timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    loop.start, loop.skipped = start, 0
+    return loop
+
+
+def test_monitoring_budget_schedule():
+    """eval_every="auto" under a 15% budget: after 10 epochs of 1 s and an evaluation of 1 s,
+    the next one waits until E + 2c <= 0.15 (T + E + 2c): 3 <= 0.15 (17 + 3), epoch 17; an
+    explicit eval_every is never thinned; the last epoch is always evaluated."""
+    loop = _budget_loop(100, 1, 0.15)
+    loop.timings.update(train_s=10.0, eval_s=1.0)
+    loop.schedule_next_eval(10, 1.0)
+    assert loop.next_eval == 17 and loop.skipped == 6
+    loop = _budget_loop(100, 5, 0.15)  # rounded up to a multiple of eval_every
+    loop.timings.update(train_s=10.0, eval_s=1.0)
+    loop.schedule_next_eval(10, 1.0)
+    assert loop.next_eval == 20 and loop.skipped == 1
+    loop = _budget_loop(12, 1, 0.15)  # capped at the last epoch
+    loop.timings.update(train_s=10.0, eval_s=1.0)
+    loop.schedule_next_eval(10, 1.0)
+    assert loop.next_eval == 12 and loop.skipped == 1
+    loop = _budget_loop(100, 1, 0.15)  # cheap evaluations: every epoch
+    loop.timings.update(train_s=10.0, eval_s=0.01)
+    loop.schedule_next_eval(10, 0.01)
+    assert loop.next_eval == 11 and loop.skipped == 0
+    loop = _budget_loop(100, 2, None)  # no budget: every eval_every epochs
+    loop.timings.update(train_s=1.0, eval_s=100.0)
+    loop.schedule_next_eval(10, 100.0)
+    assert loop.next_eval == 12 and loop.skipped == 0
+
+
+def test_expensive_monitoring_is_thinned_only_when_automatic():
+    """A monitor far costlier than an epoch: "auto" skips evaluations (and says so) but keeps
+    the last; an explicit eval_every=1 runs every one."""
+    patterns = datasets.bars_and_stripes(3)
+
+    def slow(ctx):
+        time.sleep(0.02)
+        return {"slow": 1.0}
+
+    kwargs = dict(epochs=12, method="cd", progress=False, log_likelihood=None, monitors=[slow])
+    auto = fit(patterns, 3, **kwargs)
+    assert auto.timings["evaluations_skipped"] > 0
+    assert auto.history["epoch"][-1] == 12
+    assert auto.timings["evaluations"] == len(auto.history["slow"]) < 12
+    every = fit(patterns, 3, eval_every=1, **kwargs)
+    assert every.history["epoch"] == list(range(1, 13))
+    assert every.timings["evaluations_skipped"] == 0
 
 
 def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):

@@ -44,8 +44,11 @@ PARAMS_FILE = "params.npz"
 # more: small data sets (bars-and-stripes: 30 patterns, 3 updates an epoch) need the updates.
 DEFAULT_EPOCHS = 100
 MIN_UPDATES = 10_000
-# eval_every="auto" evaluates at most about this many times per run.
+# eval_every="auto" evaluates at most about this many times per run, and skips evaluations
+# that would take monitoring above this fraction of the run's wall time (the last epoch is
+# always evaluated).
 MAX_EVALUATIONS = 100
+MONITOR_BUDGET = 0.15
 
 
 class TrainingDiverged(FloatingPointError):
@@ -82,7 +85,8 @@ class FitResult(NamedTuple):
     #: The full :class:`~numpyro_rbm.learning.trainer.TrainState`.
     state: TrainState
     #: ``{"compile_s", "train_s", "eval_s"}``, wall-clock seconds (``compile_s`` is near zero
-    #: when an earlier call compiled the same settings and shapes).
+    #: when an earlier call compiled the same settings and shapes), and ``"evaluations"``,
+    #: ``"evaluations_skipped"`` (by the monitoring budget of ``eval_every="auto"``).
     timings: dict
 
 
@@ -110,6 +114,9 @@ class FitConfig:
     callbacks: tuple
     devices: tuple | None
     monitors: tuple
+    #: Largest fraction of the wall time monitoring may take (``eval_every="auto"``); ``None``:
+    #: every ``eval_every`` epochs whatever it costs.
+    eval_budget: float | None = None
 
     @property
     def checkpoint_path(self) -> str | None:
@@ -273,6 +280,7 @@ def _configure(data, test_data, n_hidden, a: dict):
         devices = _check_devices(devices, phase, batch_size)
     if epochs is None:
         epochs = max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / (n // batch_size)))
+    eval_budget = MONITOR_BUDGET if eval_every == "auto" else None
     if eval_every == "auto":
         eval_every = max(1, epochs // MAX_EVALUATIONS)
     optimizer = _optimizer(
@@ -284,7 +292,7 @@ def _configure(data, test_data, n_hidden, a: dict):
         n_hidden, phase, method, epochs, batch_size, optimizer, bool(a["centering"]),
         int(a["seed"]), dtype, vis, hid, a["weight_scale"], eval_every, a["log_likelihood"],
         checkpoint_dir, bool(a["resume"]), bool(a["progress"]), tuple(a["callbacks"]), devices,
-        tuple(a["monitors"]),
+        tuple(a["monitors"]), eval_budget,
     )  # fmt: skip
     return config, train, test
 
@@ -380,6 +388,8 @@ class _Loop:
         self.timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
         self.report = None
         self.warned = False
+        self.next_eval = self.start = None  # the next epoch to evaluate at; run's first epoch
+        self.evaluations = self.skipped = 0
 
     def next_stop(self, done):
         """The next epoch at which Python must look at the state (evaluation, checkpoint,
@@ -389,10 +399,31 @@ class _Loop:
             return done + 1
         stop = cfg.epochs
         if cfg.eval_every is not None:
-            stop = min(stop, (done // cfg.eval_every + 1) * cfg.eval_every)
+            stop = min(stop, self.next_eval)
         if self.report is not None:  # let the bar move (and Ctrl-C answer) at least every 1%
             stop = min(stop, done + max(1, cfg.epochs // MAX_EVALUATIONS))
         return stop
+
+    def schedule_next_eval(self, epoch, cost):
+        r"""The next evaluation after one at ``epoch`` that took ``cost`` seconds: the next
+        multiple of ``eval_every``, and under a budget :math:`B` the first multiple at which
+        the run's monitoring share stays at most :math:`B` if the next evaluation costs as much
+        as this one (:math:`c`) and leaves room for the last one:
+        :math:`E + 2c \le B\,(T + t\Delta + E + 2c)` for :math:`E` seconds of monitoring so
+        far, :math:`T` of training (compilation included), :math:`t` per epoch, :math:`\Delta`
+        epochs from now. The last epoch is always evaluated."""
+        cfg, every = self.config, self.config.eval_every
+        step = every
+        if cfg.eval_budget is not None and cost is not None:
+            spent = self.timings["eval_s"] + 2 * cost  # E + c, and room for the last one
+            trained = self.timings["train_s"] + self.timings["compile_s"]
+            per_epoch = self.timings["train_s"] / max(1, epoch - self.start)
+            wait = (spent * (1 - cfg.eval_budget) / cfg.eval_budget - trained) / per_epoch
+            step = max(every, every * math.ceil(max(wait, 0.0) / every))
+        planned = min(epoch // every * every + step, cfg.epochs)
+        regular = min(epoch // every * every + every, cfg.epochs)
+        self.skipped += (planned - regular) // every
+        self.next_eval = planned
 
     def evaluate(self, epoch, state, info):
         """Runs the monitors; returns the metrics (also appended to the history)."""
@@ -428,6 +459,9 @@ class _Loop:
 
     def run(self, state, start):
         cfg, epoch, last_good = self.config, start, start
+        self.start = start
+        if cfg.eval_every is not None:
+            self.schedule_next_eval(start, None)
         while epoch < cfg.epochs:
             t0 = time.perf_counter()
             n_run = self.next_stop(epoch) - epoch
@@ -440,10 +474,13 @@ class _Loop:
             if not finite:
                 raise _diverged(epoch + int(ran), cfg.checkpoint_path, last_good)
             epoch, state, stop = epoch + int(ran), new_state, False
-            if cfg.eval_every is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            if cfg.eval_every is not None and epoch >= self.next_eval:
                 t0 = time.perf_counter()
                 metrics = self.evaluate(epoch, state, info)
-                self.timings["eval_s"] += time.perf_counter() - t0
+                cost = time.perf_counter() - t0
+                self.timings["eval_s"] += cost
+                self.evaluations += 1
+                self.schedule_next_eval(epoch, cost)
                 if self.report is not None:
                     self.report.metrics(metrics)
                 params = self.trainer.standard_params(state)
@@ -455,7 +492,21 @@ class _Loop:
                 self.report.update(int(ran))
             if stop:
                 break
+        self.timings["evaluations"], self.timings["evaluations_skipped"] = (
+            self.evaluations,
+            self.skipped,
+        )
         return state
+
+    def budget_note(self) -> str | None:
+        """What the monitoring budget skipped, for the progress report."""
+        if not self.skipped:
+            return None
+        return (
+            f"monitoring: {self.evaluations} evaluations, {self.skipped} skipped to keep them "
+            f"within {self.config.eval_budget:.0%} of the wall time (pass eval_every=N to "
+            "evaluate every N epochs)"
+        )
 
 
 def _place(config: FitConfig, state: TrainState, train):
@@ -541,8 +592,10 @@ def fit(
         test_data: optional held-out examples, monitored alongside the training data.
         eval_every: evaluate the monitoring metrics every this many epochs (and after the
             last); ``"auto"`` (the default) every ``max(1, epochs // 100)`` epochs, at most
-            about 100 evaluations; ``None`` turns monitoring off. The epochs between two
-            evaluations (or checkpoints) run inside one compiled call.
+            about 100 evaluations, skipping those that would take monitoring above
+            ``MONITOR_BUDGET`` (15%) of the wall time (``timings["evaluations_skipped"]`` and
+            the progress report say how many); ``None`` turns monitoring off. The epochs
+            between two evaluations (or checkpoints) run inside one compiled call.
         log_likelihood: ``"auto"`` (exact when the smaller layer has at most 20 units, else
             AIS; :func:`numpyro_rbm.ais.choose_method`), ``"exact"``, ``"ais"`` or ``None``.
         checkpoint_dir: folder for an atomic checkpoint after every epoch and the final
@@ -604,6 +657,8 @@ def fit(
         state = loop.run(state, start)
     finally:
         if loop.report is not None:
+            if loop.budget_note():
+                loop.report.say(loop.budget_note())
             loop.report.close()
     params = trainer.standard_params(state)
     if config.checkpoint_dir is not None:
