@@ -1,0 +1,33 @@
+"""The accelerator benchmark's rows on a machine without one: every row present, in the
+format run_all.py renders, saying "not measured" rather than a figure."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_gpu  # noqa: E402
+import run_all  # noqa: E402
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="this machine has an accelerator")
+def test_gpu_rows_say_not_measured_without_a_gpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    bench_gpu.main(["--quick", "--out", str(out)])
+    payload = json.loads(out.read_text())
+    assert run_all.validate(payload) is None
+    assert [(r["case"], r["metric"]) for r in payload["rows"]] == bench_gpu.CASES
+    for r in payload["rows"]:
+        assert r["ours"] is None and r["met"] is None
+        assert r["note"].startswith("not measured: no GPU or TPU on this machine")
+
+
+def test_a_seconds_target_is_met_at_or_below_its_limit():
+    assert bench_gpu.at_most({"ours": 0.05}, 0.05)["met"] is True
+    assert bench_gpu.at_most({"ours": 0.06}, 0.05)["met"] is False
+    assert bench_gpu.at_most({"ours": None}, 0.05)["met"] is None
