@@ -48,6 +48,25 @@ q-1\}^L` and its one-hot layer :math:`v_{ia} = \mathbb 1[x_i = a]`, where
 exact as above (the sweep is reversible for any unit type); ``"factorized"`` needs two-state
 units and is refused. Random initial states are uniform integer sequences.
 
+**Batches.** The site may hold one visible vector per example: an RBM inside
+``numpyro.plate``, made with ``.expand([n]).to_event(1)``, or with batched parameters; the
+kernel looks through NumPyro's ``ExpandedDistribution`` and ``Independent`` wrappers, and one
+sweep updates every example. With plates, ``"metropolis"`` accepts per example: the sites
+inside every plate of the RBM site give :math:`L_n(v_n)`, and :math:`v'_n` replaces
+:math:`v_n` with probability :math:`\min\{1, L_n(v'_n) / L_n(v_n)\}`, a product kernel
+reversible with respect to :math:`\prod_n p(v_n) L_n(v_n)`. The remaining sites
+:math:`S(v)` (outside some plate) are then accepted jointly with probability
+:math:`\min\{1, S(v'') / S(v)\}` from the per-example result :math:`v''`, exact by the same
+argument as above with that product kernel as the proposal. Without plates the batch is
+accepted jointly.
+
+**Enumerated sites.** Discrete latent sites marked ``infer={"enumerate": ...}`` are summed
+out of the likelihood exactly, :math:`L(v) = \sum_z p(z)\, p(y \mid v, z)`: the model is
+evaluated (vmapped) at every joint value of those sites, over every element of their plates,
+and the values combined with ``logsumexp``; more than :data:`MAX_ENUMERATED_VALUES` joint
+values, an enumerated site before the RBM site, a deterministic site after one, and
+``"factorized"`` (a mixture does not factorise over units) are refused with an error.
+
 Inside :class:`numpyro.infer.Gibbs` the kernel is one block
 (``Gibbs([(RBMGibbs(model), ["v"]), (NUTS(model), None)])``); it implements ``refresh``,
 ``wrap_model`` and ``get_constrain_fn``. With ``chain_method="vectorized"`` it vmaps its own
@@ -105,7 +124,9 @@ class RBMGibbsState(NamedTuple):
     - ``potential_energy``: :math:`F(v) - \\log L(v)`, the negative log posterior of ``v`` up
       to a constant (ArviZ shows its negative as ``lp``).
     - ``accept_prob``: Metropolis acceptance probability of the last step (1 for exact
-      updates); ``mean_accept_prob``: its running mean.
+      updates; with per-example acceptance, the mean over the examples, times the joint
+      step's probability when there are sites outside the plates); ``mean_accept_prob``: its
+      running mean.
     - ``i``: the iteration counter; ``rng_key``: the key for the next step.
     """
 
@@ -472,6 +493,15 @@ def _check_enumerated(tr, name, enumerated, update):
             "jax.scipy.special.logsumexp over each example's values, or "
             "numpyro.distributions.MixtureSameFamily)"
         )
+    first = min(order.index(n) for n in enumerated)
+    late = [n for n in order[first:] if tr[n]["type"] == "deterministic"]
+    if late:
+        raise ValueError(
+            f"deterministic sites {late} come after the enumerated site {order[first]!r} and "
+            "may depend on it; RBMGibbs sums enumerated sites out and never draws them, so it "
+            "cannot record these. Compute them before the enumerated site, or from the samples "
+            f"of {name!r}"
+        )
     if update == "factorized":
         raise ValueError(
             f"update='factorized' cannot be used with enumerated sites {list(enumerated)}: the "
@@ -513,8 +543,16 @@ class RBMGibbs(MCMCKernel):
             module docstring for what each samples and when it is exact).
 
     Standalone the kernel samples the RBM site only: other latent sites must be conditioned
-    on, or the kernel used as a block of :class:`numpyro.infer.Gibbs`. Deterministic sites
-    are recorded. ``init`` resolves the site, the update and the unit type into a frozen
+    on, summed out (discrete sites marked ``infer={"enumerate": "parallel"}``), or sampled
+    by another block of :class:`numpyro.infer.Gibbs`. Deterministic sites are recorded.
+
+    The RBM site may be a batch of examples, each its own chain state: inside
+    ``numpyro.plate``, ``RBM(...).expand([n]).to_event(1)``, or an RBM (or ``ClampedRBM``)
+    with batched parameters, in every update mode. ``"metropolis"`` accepts each example on
+    the sites inside its plates, then the whole batch on the sites outside them; without
+    plates, the batch jointly. Enumerated discrete sites are summed out of the likelihood
+    exactly (at most :data:`MAX_ENUMERATED_VALUES` joint values). See the module docstring
+    and ``docs/kernel.md``. ``init`` resolves the site, the update and the unit type into a frozen
     configuration; every step is then the pure function of that configuration, the model and
     the state (one trace of the model per step).
 
@@ -526,6 +564,15 @@ class RBMGibbs(MCMCKernel):
         mcmc = MCMC(RBMGibbs(model), num_warmup=200, num_samples=1000, num_chains=4,
                     chain_method="vectorized")
         mcmc.run(jax.random.key(0), extra_fields=("free_energy", "h"))
+
+        def denoise(y):                       # many images, one shared flip rate
+            eps = numpyro.sample("eps", dist.Beta(1.0, 4.0))
+            with numpyro.plate("images", y.shape[0]):
+                v = numpyro.sample("v", nrbm.RBM(params, log_z=None))
+                flip = jnp.where(v == 1, 1 - eps, eps)
+                numpyro.sample("y", dist.Bernoulli(probs=flip).to_event(1), obs=y)
+
+        kernel = Gibbs([(RBMGibbs(denoise), ["v"]), (NUTS(denoise), None)])
     """
 
     sample_field = "z"

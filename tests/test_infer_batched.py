@@ -334,6 +334,21 @@ def test_enumeration_and_scale_errors_are_clear():
     with pytest.raises(ValueError, match="2048 joint values"):
         init(too_many)
 
+    def recorded_after(y):
+        mixture(y)
+        numpyro.deterministic("d", 1.0)
+
+    with pytest.raises(ValueError, match="deterministic sites \\['d'\\] come after"):
+        init(recorded_after)
+
+    def continuous(y):
+        v = numpyro.sample("v", nrbm.RBM(MIX, log_z=None))
+        x = numpyro.sample("x", dist.Normal(), infer={"enumerate": "parallel"})
+        numpyro.sample("y", dist.Normal(v.sum() + x, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="no enumerable support"):
+        init(continuous)
+
     def subsampled(y):
         with numpyro.plate("n", 4, subsample_size=2):
             numpyro.sample("v", nrbm.RBM(MIX, log_z=None))
