@@ -48,6 +48,25 @@ q-1\}^L` and its one-hot layer :math:`v_{ia} = \mathbb 1[x_i = a]`, where
 exact as above (the sweep is reversible for any unit type); ``"factorized"`` needs two-state
 units and is refused. Random initial states are uniform integer sequences.
 
+**Batches.** The site may hold one visible vector per example: an RBM inside
+``numpyro.plate``, made with ``.expand([n]).to_event(1)``, or with batched parameters; the
+kernel looks through NumPyro's ``ExpandedDistribution`` and ``Independent`` wrappers, and one
+sweep updates every example. With plates, ``"metropolis"`` accepts per example: the sites
+inside every plate of the RBM site give :math:`L_n(v_n)`, and :math:`v'_n` replaces
+:math:`v_n` with probability :math:`\min\{1, L_n(v'_n) / L_n(v_n)\}`, a product kernel
+reversible with respect to :math:`\prod_n p(v_n) L_n(v_n)`. The remaining sites
+:math:`S(v)` (outside some plate) are then accepted jointly with probability
+:math:`\min\{1, S(v'') / S(v)\}` from the per-example result :math:`v''`, exact by the same
+argument as above with that product kernel as the proposal. Without plates the batch is
+accepted jointly.
+
+**Enumerated sites.** Discrete latent sites marked ``infer={"enumerate": ...}`` are summed
+out of the likelihood exactly, :math:`L(v) = \sum_z p(z)\, p(y \mid v, z)`: the model is
+evaluated (vmapped) at every joint value of those sites, over every element of their plates,
+and the values combined with ``logsumexp``; more than :data:`MAX_ENUMERATED_VALUES` joint
+values, an enumerated site before the RBM site, a deterministic site after one, and
+``"factorized"`` (a mixture does not factorise over units) are refused with an error.
+
 Inside :class:`numpyro.infer.Gibbs` the kernel is one block
 (``Gibbs([(RBMGibbs(model), ["v"]), (NUTS(model), None)])``); it implements ``refresh``,
 ``wrap_model`` and ``get_constrain_fn``. With ``chain_method="vectorized"`` it vmaps its own
@@ -68,6 +87,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import ExpandedDistribution, Independent
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_sample
 from numpyro.infer.mcmc import MCMCKernel
@@ -82,6 +103,10 @@ __all__ = ["RBMGibbs", "RBMGibbsState", "block_gibbs"]
 
 _UPDATES = ("auto", "prior", "metropolis", "factorized")
 
+#: The most joint values of a model's enumerated sites that :class:`RBMGibbs` sums over
+#: (each is one evaluation of the model's likelihood per MCMC step).
+MAX_ENUMERATED_VALUES = 1024
+
 
 class RBMGibbsState(NamedTuple):
     """State of :class:`RBMGibbs`; every field can be requested as an ``extra_field``.
@@ -90,11 +115,18 @@ class RBMGibbsState(NamedTuple):
     - ``h``: the hidden state the current ``v`` was drawn from (zeros before the first step).
     - ``free_energy``: :math:`F(v)` of the site's RBM (with clamping, of the full RBM).
     - ``log_likelihood``: :math:`\\log L(v)`, the summed log density of every other site of
-      the model at ``v`` (0 in ``"prior"`` mode, where it is not computed).
+      the model at ``v`` (0 in ``"prior"`` mode, where it is not computed), with the
+      model's enumerated sites summed out.
+    - ``example_log_likelihood``: the part of ``log_likelihood`` from the sites inside every
+      plate of the RBM site, per example (shape: the plate sizes at their batch axes, ones
+      elsewhere); the whole of it, shape ``()``, when the RBM site is in no plate or the
+      update is not ``"metropolis"``.
     - ``potential_energy``: :math:`F(v) - \\log L(v)`, the negative log posterior of ``v`` up
       to a constant (ArviZ shows its negative as ``lp``).
     - ``accept_prob``: Metropolis acceptance probability of the last step (1 for exact
-      updates); ``mean_accept_prob``: its running mean.
+      updates; with per-example acceptance, the mean over the examples, times the joint
+      step's probability when there are sites outside the plates); ``mean_accept_prob``: its
+      running mean.
     - ``i``: the iteration counter; ``rng_key``: the key for the next step.
     """
 
@@ -102,6 +134,7 @@ class RBMGibbsState(NamedTuple):
     h: jax.Array
     free_energy: jax.Array
     log_likelihood: jax.Array
+    example_log_likelihood: jax.Array
     potential_energy: jax.Array
     accept_prob: jax.Array
     mean_accept_prob: jax.Array
@@ -127,12 +160,21 @@ def block_gibbs(
 # --- the model, read and evaluated -------------------------------------------------------------
 
 
+def _rbm_of(fn):
+    """The RBM (or clamped RBM) distribution under the batch wrappers of ``numpyro.plate``,
+    ``.expand`` and ``.to_event``, or ``None`` when ``fn`` is not one."""
+    while isinstance(fn, (ExpandedDistribution, Independent)):
+        fn = fn.base_dist
+    return fn if isinstance(getattr(fn, "params", None), RBMParams) else None
+
+
 def _is_rbm_site(site) -> bool:
-    return site["type"] == "sample" and isinstance(getattr(site["fn"], "params", None), RBMParams)
+    return site["type"] == "sample" and _rbm_of(site["fn"]) is not None
 
 
 def _site_info(fn):
     """``(params, mask, values)`` of an RBM site's distribution (no clamp: ``None``)."""
+    fn = _rbm_of(fn)
     return fn.params, getattr(fn, "clamp_mask", None), getattr(fn, "clamp_values", None)
 
 
@@ -144,20 +186,22 @@ def _random_state(key, params: RBMParams, shape):
     return params.visible_units.from_layer(params.visible_layer.random_layer(key, field))
 
 
+def _site_log_prob(s):
+    """A sample site's log density (with its scale), of the site's batch shape."""
+    if s["intermediates"]:
+        lp = s["fn"].log_prob(s["value"], s["intermediates"])
+    else:
+        lp = s["fn"].log_prob(s["value"])
+    return lp if s["scale"] is None else s["scale"] * lp
+
+
 def _log_likelihood(tr, site):
     """Summed log density of every sample site but the RBM site (as numpyro's
     ``log_density`` does, with scales; the RBM's own log Z is never computed)."""
     total = jnp.zeros(())
     for name, s in tr.items():
-        if s["type"] != "sample" or name == site:
-            continue
-        if s["intermediates"]:
-            lp = s["fn"].log_prob(s["value"], s["intermediates"])
-        else:
-            lp = s["fn"].log_prob(s["value"])
-        if s["scale"] is not None:
-            lp = s["scale"] * lp
-        total = total + jnp.sum(lp)
+        if s["type"] == "sample" and name != site:
+            total = total + jnp.sum(_site_log_prob(s))
     return total
 
 
@@ -177,18 +221,26 @@ class _SweepAt(Messenger):
 
 @dataclasses.dataclass(frozen=True)
 class _Resolved:
-    """What ``init`` resolves from the model, fixed for the kernel's lifetime."""
+    """What ``init`` resolves from the model, fixed for the kernel's lifetime.
+
+    ``example_shape``: the RBM site's batch shape with ones outside its plates, the shape of
+    the per-example acceptance (``()``: one joint acceptance); ``shared``: sites with a
+    density outside some plate of the RBM site (their factor is accepted jointly, after the
+    per-example step); ``enumerated``: discrete sites summed out of the likelihood."""
 
     site: str
     mode: str
     num_sweeps: int
     units: UnitType
     has_deterministic: bool
+    example_shape: tuple[int, ...] = ()
+    shared: tuple[str, ...] = ()
+    enumerated: tuple[str, ...] = ()
 
 
-def _trace_at(model, cfg: _Resolved, v, model_args, model_kwargs):
-    """The model's trace with the RBM site at ``v``."""
-    model = substitute(seed(model, jax.random.key(0)), data={cfg.site: v})
+def _trace_at(model, cfg: _Resolved, v, model_args, model_kwargs, data=None):
+    """The model's trace with the RBM site at ``v`` (and the sites in ``data`` at theirs)."""
+    model = substitute(seed(model, jax.random.key(0)), data={**(data or {}), cfg.site: v})
     return trace(model).get_trace(*model_args, **(model_kwargs or {}))
 
 
@@ -200,25 +252,105 @@ def _sweep_trace(model, cfg: _Resolved, sweep, model_args, model_kwargs):
     return tr, handler.out
 
 
-def _energies(cfg: _Resolved, tr, params, layer):
-    """``(free_energy, log_likelihood)`` of the state ``layer`` of a trace ``tr``: the free
-    energy summed over a batch of RBMs, and the other sites' log density (zero for the
-    prior)."""
+def _per_example(lp, example_shape):
+    """``lp`` summed over every axis but the RBM site's plate axes, shaped ``example_shape``
+    (batch axes align from the right, as plates place them)."""
+    lp = jnp.asarray(lp)
+    n = max(lp.ndim, len(example_shape))
+    lp = jnp.reshape(lp, (1,) * (n - lp.ndim) + lp.shape)
+    keep = [n - len(example_shape) + i for i, size in enumerate(example_shape) if size > 1]
+    lp = jnp.sum(lp, axis=tuple(a for a in range(n) if a not in keep), keepdims=True)
+    return jnp.broadcast_to(lp.reshape(lp.shape[n - len(example_shape) :]), example_shape)
+
+
+def _split_log_likelihood(tr, cfg: _Resolved):
+    """``(per_example, shared)``: the other sites' log density, split into the sites inside
+    every plate of the RBM site (per example) and the rest (summed)."""
+    example = jnp.zeros(cfg.example_shape)
+    shared = jnp.zeros(())
+    for name, s in tr.items():
+        if s["type"] != "sample" or name == cfg.site:
+            continue
+        if name in cfg.shared:
+            shared = shared + jnp.sum(_site_log_prob(s))
+        else:
+            example = example + _per_example(_site_log_prob(s), cfg.example_shape)
+    return example, shared
+
+
+def _enumerated_values(tr, names):
+    r"""Every joint value of the enumerated sites ``names``, as ``{name: (J, *site shape)}``:
+    the product of the sites' supports over every element of their batch shapes (the sites
+    are read from the trace ``tr``)."""
+    supports, sizes = [], []
+    for name in names:
+        fn = tr[name]["fn"]
+        support = fn.enumerate_support(expand=True)  # (K, *batch, *event)
+        m = int(np.prod(fn.batch_shape, dtype=np.int64))
+        supports.append((name, support.reshape((support.shape[0], m) + fn.event_shape), fn))
+        sizes += [support.shape[0]] * m
+    index = np.indices(sizes).reshape(len(sizes), -1)  # (elements, J): one joint value a column
+    values, start = {}, 0
+    for name, support, fn in supports:
+        m = support.shape[1]
+        picked = support[index[start : start + m].T, np.arange(m)]  # (J, m, *event)
+        values[name] = picked.reshape((-1,) + fn.batch_shape + fn.event_shape)
+        start += m
+    return values
+
+
+def _marginal_log_likelihood(model, cfg: _Resolved, tr, v, model_args, model_kwargs):
+    r""":math:`\log \sum_z L(v, z)`: the likelihood with the enumerated sites :math:`z` summed
+    out, from one vmapped evaluation of the model per joint value of :math:`z`."""
+
+    def loglik(values):
+        return _log_likelihood(
+            _trace_at(model, cfg, v, model_args, model_kwargs, values), cfg.site
+        )
+
+    lls = jax.vmap(loglik)(_enumerated_values(tr, cfg.enumerated))
+    return jax.scipy.special.logsumexp(lls)
+
+
+def _likelihood(model, cfg: _Resolved, tr, v, model_args, model_kwargs):
+    """``(per_example, shared)`` log-likelihood at ``v``, the state of the trace ``tr``
+    (enumerated sites summed out; all of it per example then, with one joint example)."""
+    if cfg.enumerated:
+        ll = _marginal_log_likelihood(model, cfg, tr, v, model_args, model_kwargs)
+        return ll, jnp.zeros((), ll.dtype)
+    return _split_log_likelihood(tr, cfg)
+
+
+def _total_free_energy(params, layer):
+    """:math:`F(v)` summed over a batch of visible states (or of RBMs)."""
     fe = free_energy(params, layer)
-    fe = jnp.sum(fe) if jnp.ndim(fe) else fe
-    ll = jnp.zeros((), fe.dtype) if cfg.mode == "prior" else _log_likelihood(tr, cfg.site)
-    return fe, ll.astype(fe.dtype)
+    return jnp.sum(fe) if jnp.ndim(fe) else fe
+
+
+def _energies(model, cfg: _Resolved, tr, params, layer, model_args, model_kwargs):
+    """``(free_energy, log_likelihood, example_log_likelihood)`` of the state ``layer`` of a
+    trace ``tr``: the free energy summed over a batch, the other sites' log density (zero for
+    the prior) and its per-example part."""
+    fe = _total_free_energy(params, layer)
+    if cfg.mode == "prior":
+        zero = jnp.zeros((), fe.dtype)
+        return fe, zero, zero
+    v = tr[cfg.site]["value"]
+    example, shared = _likelihood(model, cfg, tr, v, model_args, model_kwargs)
+    return fe, (jnp.sum(example) + shared).astype(fe.dtype), example.astype(fe.dtype)
 
 
 def _evaluate(model, cfg: _Resolved, v, model_args, model_kwargs):
-    """``(free_energy, log_likelihood)`` at the site value ``v``."""
+    """``(free_energy, log_likelihood, example_log_likelihood)`` at the site value ``v``."""
     tr = _trace_at(model, cfg, v, model_args, model_kwargs)
-    params = tr[cfg.site]["fn"].params
-    return _energies(cfg, tr, params, cfg.units.to_layer(v, params.weights.dtype))
+    params = _site_info(tr[cfg.site]["fn"])[0]
+    layer = cfg.units.to_layer(v, params.weights.dtype)
+    return _energies(model, cfg, tr, params, layer, model_args, model_kwargs)
 
 
 def _field_offset(model, cfg: _Resolved, v, model_args, model_kwargs):
-    r""":math:`\Delta_i / (b - a)` from ``n + 1`` vmapped evaluations of the likelihood."""
+    r""":math:`\Delta_i / (b - a)` from ``n + 1`` vmapped evaluations of the likelihood
+    (:math:`n` the number of units of the whole batch of examples)."""
     low, high = cfg.units.values
     size = v.size
     base = jnp.full((size,), low, v.dtype)
@@ -230,6 +362,55 @@ def _field_offset(model, cfg: _Resolved, v, model_args, model_kwargs):
 
     ll = jax.vmap(loglik)(flips)
     return ((ll[1:] - ll[0]) / (high - low)).reshape(v.shape).astype(v.dtype)
+
+
+def _accept(key, log_ratio, shape):
+    """Metropolis decisions of ``shape`` and their probabilities :math:`\\min(1, e^r)` (a NaN
+    ratio rejects)."""
+    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+    accept = jax.random.exponential(key, shape, dtype=log_ratio.dtype) > -log_ratio
+    return accept, jnp.exp(jnp.minimum(log_ratio, 0.0))
+
+
+def _select(accept, new, old):
+    """``new`` where ``accept`` (batch axes aligned from the left), ``old`` elsewhere."""
+    accept = jnp.reshape(accept, jnp.shape(accept) + (1,) * (jnp.ndim(new) - jnp.ndim(accept)))
+    return jnp.where(accept, new, old)
+
+
+def _metropolis(model, cfg: _Resolved, state, proposal, key, model_args, model_kwargs):
+    r"""Accept or reject the proposal ``(tr, v', h')`` of the sweeps.
+
+    First per example: :math:`v'_n` replaces :math:`v_n` with probability
+    :math:`\min\{1, L_n(v'_n) / L_n(v_n)\}`, :math:`L_n` the sites inside the RBM site's plates
+    (one joint example without plates). That product kernel is reversible with respect to
+    :math:`\prod_n p(v_n) L_n(v_n)`, so it is an exact proposal for the second step, which
+    accepts the whole new state with probability :math:`\min\{1, S(v'') / S(v)\}`, :math:`S`
+    the shared sites (outside some plate; only when the model has them).
+
+    Returns ``(v, h, log_likelihood, example_log_likelihood, accept_prob)``.
+    """
+    tr, v_prop, h_prop = proposal
+    v, dtype = state.z[cfg.site], state.free_energy.dtype
+    key_example, key_shared = jax.random.split(key) if cfg.shared else (key, None)
+    example, _ = _likelihood(model, cfg, tr, v_prop, model_args, model_kwargs)
+    example = example.astype(dtype)
+    old = state.example_log_likelihood
+    accept, accept_prob = _accept(key_example, example - old, cfg.example_shape)
+    v_new, h_new = _select(accept, v_prop, v), _select(accept, h_prop, state.h)
+    example = jnp.where(accept, example, old)
+    accept_prob = jnp.mean(accept_prob)
+    if not cfg.shared:
+        return v_new, h_new, jnp.sum(example), example, accept_prob
+    shared_old = state.log_likelihood - jnp.sum(old)
+    _, shared = _split_log_likelihood(_trace_at(model, cfg, v_new, model_args, model_kwargs), cfg)
+    joint, joint_prob = _accept(key_shared, shared.astype(dtype) - shared_old, ())
+    example = jnp.where(joint, example, old)
+    ll = jnp.where(joint, jnp.sum(example) + shared, state.log_likelihood)
+    return (
+        jnp.where(joint, v_new, v), jnp.where(joint, h_new, state.h), ll, example,
+        accept_prob * joint_prob,
+    )  # fmt: skip
 
 
 def _step(model, cfg: _Resolved, state: RBMGibbsState, model_args, model_kwargs):
@@ -251,23 +432,103 @@ def _step(model, cfg: _Resolved, state: RBMGibbsState, model_args, model_kwargs)
         return cfg.units.from_layer(layer, v.dtype), (params, layer, h)
 
     tr, (params, layer, h_new) = _sweep_trace(model, cfg, sweep, model_args, model_kwargs)
-    v_new = tr[cfg.site]["value"]
-    fe, ll = _energies(cfg, tr, params, layer)
-    accept_prob = jnp.ones((), fe.dtype)
     if cfg.mode == "metropolis":
-        log_ratio = ll - state.log_likelihood
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        accept = jax.random.exponential(key_accept, dtype=fe.dtype) > -log_ratio
-        v_new = jnp.where(accept, v_new, v)
-        h_new = jnp.where(accept, h_new, state.h)
-        fe = jnp.where(accept, fe, state.free_energy)
-        ll = jnp.where(accept, ll, state.log_likelihood)
+        proposal = (tr, tr[cfg.site]["value"], h_new)
+        v_new, h_new, ll, example, accept_prob = _metropolis(
+            model, cfg, state, proposal, key_accept, model_args, model_kwargs
+        )
+        fe = _total_free_energy(params, cfg.units.to_layer(v_new, params.weights.dtype))
+    else:
+        v_new = tr[cfg.site]["value"]
+        fe, ll, example = _energies(model, cfg, tr, params, layer, model_args, model_kwargs)
+        accept_prob = jnp.ones((), fe.dtype)
     i = state.i + 1
     mean_accept = state.mean_accept_prob + (accept_prob - state.mean_accept_prob) / i
     return RBMGibbsState(
-        {cfg.site: v_new}, h_new, fe, ll, fe - ll, accept_prob, mean_accept, i, key
+        {cfg.site: v_new}, h_new, fe, ll, example, fe - ll, accept_prob, mean_accept, i, key
     )
+
+
+def _check_scale(site):
+    """Refuses a scaled RBM site (a subsampled plate, ``numpyro.handlers.scale``): the chain
+    state is the whole site, and a scaled prior is not an RBM."""
+    scale = site["scale"]
+    if scale is not None and not (np.ndim(scale) == 0 and float(scale) == 1.0):
+        raise ValueError(
+            f"RBMGibbs cannot sample the RBM site {site['name']!r}: it has a log-density scale "
+            "(from a subsampled plate or numpyro.handlers.scale), and the kernel samples every "
+            "example of the site from the unscaled RBM. Use the full plate "
+            "(numpyro.plate(name, size) without subsample_size) and no scale handler"
+        )
+
+
+def _check_enumerated(tr, name, enumerated, update):
+    """Refuses enumerated sites the kernel cannot sum out exactly (see the class docstring)."""
+    if not enumerated:
+        return
+    order = list(tr)
+    count = 1
+    for n in enumerated:
+        fn = tr[n]["fn"]
+        if not fn.has_enumerate_support:
+            raise ValueError(
+                f"site {n!r} is marked for enumeration but {type(fn).__name__} has no "
+                "enumerable support; remove infer={'enumerate': ...} from it, or condition on it"
+            )
+        if order.index(n) < order.index(name):
+            raise ValueError(
+                f"enumerated site {n!r} comes before the RBM site {name!r}: it could change "
+                "the RBM itself, and RBMGibbs sums enumerated sites out of the likelihood only. "
+                f"Sample {n!r} after {name!r}, or write the mixture out by hand (e.g. a "
+                "numpyro.factor with jax.scipy.special.logsumexp over its values)"
+            )
+        size = fn.enumerate_support(expand=False).shape[0]
+        count *= size ** int(np.prod(fn.batch_shape, dtype=np.int64))
+    if count > MAX_ENUMERATED_VALUES:
+        raise ValueError(
+            f"the enumerated sites {list(enumerated)} have {count} joint values (every element "
+            f"of a plate counts), more than RBMGibbs sums over ({MAX_ENUMERATED_VALUES}, "
+            "numpyro_rbm.infer.MAX_ENUMERATED_VALUES; one model evaluation each per step). "
+            "Marginalise them in the model instead (e.g. a numpyro.factor with "
+            "jax.scipy.special.logsumexp over each example's values, or "
+            "numpyro.distributions.MixtureSameFamily)"
+        )
+    first = min(order.index(n) for n in enumerated)
+    late = [n for n in order[first:] if tr[n]["type"] == "deterministic"]
+    if late:
+        raise ValueError(
+            f"deterministic sites {late} come after the enumerated site {order[first]!r} and "
+            "may depend on it; RBMGibbs sums enumerated sites out and never draws them, so it "
+            "cannot record these. Compute them before the enumerated site, or from the samples "
+            f"of {name!r}"
+        )
+    if update == "factorized":
+        raise ValueError(
+            f"update='factorized' cannot be used with enumerated sites {list(enumerated)}: the "
+            "likelihood summed over them is a mixture, which does not factorise over visible "
+            "units. Use update='metropolis' (or 'auto')"
+        )
+
+
+def _plate_split(tr, name):
+    """``(example_shape, shared)`` for per-example acceptance: the RBM site's batch shape with
+    ones outside its plates, and the sites with a density that are not inside every one of
+    those plates."""
+    frames = [f for f in tr[name]["cond_indep_stack"] if f.dim is not None]
+    batch_shape = tuple(tr[name]["fn"].batch_shape)
+    if not frames:
+        return (), ()
+    dims = {len(batch_shape) + f.dim for f in frames}
+    example_shape = tuple(size if i in dims else 1 for i, size in enumerate(batch_shape))
+    names = {f.name for f in frames}
+    shared = tuple(
+        n
+        for n, s in tr.items()
+        if s["type"] == "sample"
+        and n != name
+        and not names <= {f.name for f in s["cond_indep_stack"]}
+    )
+    return example_shape, shared
 
 
 class RBMGibbs(MCMCKernel):
@@ -282,8 +543,16 @@ class RBMGibbs(MCMCKernel):
             module docstring for what each samples and when it is exact).
 
     Standalone the kernel samples the RBM site only: other latent sites must be conditioned
-    on, or the kernel used as a block of :class:`numpyro.infer.Gibbs`. Deterministic sites
-    are recorded. ``init`` resolves the site, the update and the unit type into a frozen
+    on, summed out (discrete sites marked ``infer={"enumerate": "parallel"}``), or sampled
+    by another block of :class:`numpyro.infer.Gibbs`. Deterministic sites are recorded.
+
+    The RBM site may be a batch of examples, each its own chain state: inside
+    ``numpyro.plate``, ``RBM(...).expand([n]).to_event(1)``, or an RBM (or ``ClampedRBM``)
+    with batched parameters, in every update mode. ``"metropolis"`` accepts each example on
+    the sites inside its plates, then the whole batch on the sites outside them; without
+    plates, the batch jointly. Enumerated discrete sites are summed out of the likelihood
+    exactly (at most :data:`MAX_ENUMERATED_VALUES` joint values). See the module docstring
+    and ``docs/kernel.md``. ``init`` resolves the site, the update and the unit type into a frozen
     configuration; every step is then the pure function of that configuration, the model and
     the state (one trace of the model per step).
 
@@ -295,6 +564,15 @@ class RBMGibbs(MCMCKernel):
         mcmc = MCMC(RBMGibbs(model), num_warmup=200, num_samples=1000, num_chains=4,
                     chain_method="vectorized")
         mcmc.run(jax.random.key(0), extra_fields=("free_energy", "h"))
+
+        def denoise(y):                       # many images, one shared flip rate
+            eps = numpyro.sample("eps", dist.Beta(1.0, 4.0))
+            with numpyro.plate("images", y.shape[0]):
+                v = numpyro.sample("v", nrbm.RBM(params, log_z=None))
+                flip = jnp.where(v == 1, 1 - eps, eps)
+                numpyro.sample("y", dist.Bernoulli(probs=flip).to_event(1), obs=y)
+
+        kernel = Gibbs([(RBMGibbs(denoise), ["v"]), (NUTS(denoise), None)])
     """
 
     sample_field = "z"
@@ -343,7 +621,7 @@ class RBMGibbs(MCMCKernel):
         def start(site):
             if _is_rbm_site(site):
                 return _random_state(
-                    site["kwargs"]["rng_key"], site["fn"].params, site["fn"].shape()
+                    site["kwargs"]["rng_key"], _site_info(site["fn"])[0], site["fn"].shape()
                 )
             return init_to_sample(site)
 
@@ -369,21 +647,22 @@ class RBMGibbs(MCMCKernel):
     def _resolve(self, tr) -> _Resolved:
         """The frozen configuration, from a prototype trace."""
         name = self._find_site(tr)
-        others = [
+        _check_scale(tr[name])
+        latent = [
             n
             for n, s in tr.items()
-            if s["type"] == "sample"
-            and not s["is_observed"]
-            and n != name
-            and s["infer"].get("enumerate") != "parallel"
+            if s["type"] == "sample" and n != name and not s["is_observed"]
         ]
+        enumerated = tuple(n for n in latent if tr[n]["infer"].get("enumerate"))
+        others = [n for n in latent if n not in enumerated]
         if others:
             raise ValueError(
                 f"RBMGibbs samples only the RBM site {name!r}, but the model has other latent "
                 f"sites {others}. Condition on them, or compose kernels: "
                 f"numpyro.infer.Gibbs([(RBMGibbs(model), [{name!r}]), (NUTS(model), None)])"
             )
-        units = tr[name]["fn"].params.visible_units
+        _check_enumerated(tr, name, enumerated, self._update)
+        units = _site_info(tr[name]["fn"])[0].visible_units
         if self._update == "factorized" and units.values is None:
             raise ValueError(
                 f"update='factorized' needs two-state visible units (bernoulli or spin); the "
@@ -395,7 +674,13 @@ class RBMGibbs(MCMCKernel):
             has_density = any(s["type"] == "sample" and n != name for n, s in tr.items())
             mode = "metropolis" if has_density else "prior"
         has_deterministic = any(s["type"] == "deterministic" for s in tr.values())
-        return _Resolved(name, mode, self._num_sweeps, units, has_deterministic)
+        example_shape, shared = (), ()
+        if mode == "metropolis" and not enumerated:
+            example_shape, shared = _plate_split(tr, name)
+        return _Resolved(
+            name, mode, self._num_sweeps, units, has_deterministic, example_shape, shared,
+            enumerated,
+        )  # fmt: skip
 
     def _check_init(self, v, prototype):
         cfg = self._config
@@ -416,12 +701,13 @@ class RBMGibbs(MCMCKernel):
         params, mask, values = _site_info(tr[cfg.site]["fn"])
         layer = cfg.units.to_layer(v, params.weights.dtype)
         v = cfg.units.from_layer(apply_clamp(layer, mask, values))  # the site's own dtype
-        fe, ll = _evaluate(self._model, cfg, v, model_args, model_kwargs)
+        fe, ll, example = _evaluate(self._model, cfg, v, model_args, model_kwargs)
         h = jnp.zeros(jnp.shape(layer)[:-1] + (params.n_hidden,), params.weights.dtype)
         one = jnp.ones((), fe.dtype)
         return RBMGibbsState(
-            {cfg.site: v}, h, fe, ll, fe - ll, one, one, jnp.zeros((), jnp.int32), rng_key
-        )
+            {cfg.site: v}, h, fe, ll, example, fe - ll, one, one, jnp.zeros((), jnp.int32),
+            rng_key,
+        )  # fmt: skip
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
         vectorized = not is_prng_key(rng_key)
@@ -460,8 +746,11 @@ class RBMGibbs(MCMCKernel):
         """Recomputes ``free_energy`` and ``log_likelihood`` at the current ``v`` under new
         conditioning values (used by :class:`numpyro.infer.Gibbs`)."""
         cfg = self._config
-        fe, ll = _evaluate(self._model, cfg, state.z[cfg.site], model_args, model_kwargs)
-        return state._replace(free_energy=fe, log_likelihood=ll, potential_energy=fe - ll)
+        fe, ll, example = _evaluate(self._model, cfg, state.z[cfg.site], model_args, model_kwargs)
+        return state._replace(
+            free_energy=fe, log_likelihood=ll, example_log_likelihood=example,
+            potential_energy=fe - ll,
+        )  # fmt: skip
 
     def wrap_model(self, wrapper):
         kernel = copy.copy(self)

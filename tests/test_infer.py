@@ -435,15 +435,20 @@ def batch_means_t(x, exact, batches=20):
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize(
-    "update", ["metropolis", pytest.param("factorized", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("update", ["metropolis", "factorized"])
 def test_gibbs_with_nuts_matches_exact_posterior(update):
     """Each Gibbs step updates v (under the eps of the previous draw), then eps by NUTS.
 
     The v steps are checked against their exact kernels at each step's eps (the transition
     G-test, conservative for kernels that change from step to step); the whole chain by the
-    posterior means of eps and of the agreement with y, with batch-means t statistics."""
+    posterior means of eps and of the agreement with y, with batch-means t statistics.
+
+    Slow (about 20 s of CPU, one NUTS compilation): the default run checks the same Gibbs
+    composition on a batch of images, with the per-example update and its refresh, in
+    ``test_infer_batched.py::test_denoising_several_images_with_nuts_matches_exact_posterior``;
+    the single-site Metropolis update is checked by ``test_posterior_matches_exact_posterior``
+    and the refresh by ``test_refresh_recomputes_the_cached_likelihood``."""
     kernel = Gibbs(
         [(RBMGibbs(unknown_noise_model, update=update), ["v"]), (NUTS(unknown_noise_model), None)]
     )
