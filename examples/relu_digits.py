@@ -7,8 +7,9 @@ ReLU hidden units (Tubiana & Monasson 2017) have potential :math:`\\gamma h^2/2 
 binary visible units and 32 hidden units neither layer can be enumerated, so the held-out
 log-likelihood comes from annealed importance sampling, from both sides: forward AIS
 (``nrbm.ais``) underestimates log Z on average and so overstates the log-likelihood, reverse
-AIS from the held-out digits (``nrbm.reverse_ais``, RAISE) understates it. The true value
-lies between the two, and a narrow bracket says the schedule was long enough.
+AIS from the held-out digits (``nrbm.reverse_ais``, RAISE) typically understates it (from
+data it bounds the annealing model's log-likelihood, not provably the RBM's). The true value
+typically lies between the two, and a narrow gap says the schedule was long enough.
 
 What it shows: both RBMs, ReLU and Bernoulli hidden units of the same size trained by
 ``nrbm.fit`` with the same settings, model held-out digits far better than independent
@@ -39,7 +40,7 @@ def independent_pixels_ll(train, test):
 
 
 def bracket(params, train, test, key, betas):
-    """Held-out log-likelihood from forward AIS (high on average) and RAISE (low)."""
+    """Held-out log-likelihood from forward AIS (high on average) and RAISE (typically low)."""
     k_fwd, k_rev = jax.random.split(key)
     forward = nrbm.ais(params, k_fwd, data=train, num_runs=100, betas=betas)
     reverse = nrbm.reverse_ais(params, k_rev, test, betas=betas, base_data=train)

@@ -40,10 +40,12 @@ draws :math:`v_{k-1} \sim T_{\beta_k}(\cdot \mid v_k)` and accumulates
 :math:`\log r = \log Z_0 + \sum_{k=0}^{K-1} [\log f_{\beta_{k+1}}(v_k) - \log f_{\beta_k}(v_k)]`.
 Because the Gibbs sweep is reversible, :math:`f_K(v) / r` is an unbiased estimate of
 :math:`p_{\text{fwd}}(v)`, the probability that the forward annealing chain ends at
-:math:`v`; its logarithm is a stochastic lower bound on :math:`\log p_{\text{fwd}}(v)`, a
-*conservative* log-likelihood. When the starting points are exact model samples,
-:math:`\mathbb{E}[\log r] \ge \log Z`: reverse AIS bounds :math:`\log Z` from above, and the two
-directions together sandwich it.
+:math:`v`; its logarithm is a stochastic lower bound on :math:`\log p_{\text{fwd}}(v)`, the
+log-likelihood of the annealing model, not of the RBM. For data of a trained RBM it is
+typically, but not provably, conservative (below the RBM's log-likelihood). Only when the
+starting points are exact model samples is :math:`\mathbb{E}[\log r] \ge \log Z` guaranteed;
+then reverse AIS bounds :math:`\log Z` from above in expectation, and the two directions
+together sandwich it.
 
 All of it runs as one jit-compiled ``lax.scan`` over the schedule, vectorised over
 independent runs (and over the batch axes of batched parameters). Log-weights are accumulated
@@ -449,7 +451,7 @@ def reverse_ais(
     pseudocount: float = 1.0,
     confidence: float = 0.95,
 ) -> AISResult:
-    r"""Reverse AIS from data (RAISE): a conservative estimate, bounding :math:`\log Z` above.
+    r"""Reverse AIS (RAISE): from data, typically a conservative log-likelihood estimate.
 
     Each of ``num_chains`` chains per example starts at the example :math:`v` and anneals
     from the target down to the base model, accumulating :math:`\log r`. Then
@@ -462,16 +464,24 @@ def reverse_ais(
         \log \hat Z_{\text{rev}} = \frac1N \sum_i \log \hat r(v_i)
 
     is the :math:`\log Z` for which :func:`log_likelihood` gives the RAISE average
-    log-likelihood on ``data``. It errs high: for exact model samples
-    :math:`\mathbb{E}[\log \hat r] \ge \log Z`, and for held-out data the RAISE log-likelihood
-    is conservative (low) in expectation. Compare with :func:`ais`, which errs low.
+    log-likelihood on ``data``. What is guaranteed depends on the starting points:
+
+    * from exact model samples, :math:`\mathbb{E}[1/\hat r] = 1/Z`, hence
+      :math:`\mathbb{E}[\log \hat Z_{\text{rev}}] \ge \log Z`: an upper bound in expectation
+      (Grosse, Ghahramani & Adams, 2015);
+    * from data, the RAISE log-likelihood is a stochastic lower bound on the log-likelihood
+      of the annealing model :math:`p_{\text{fwd}}`, not of the RBM (Burda et al., 2015). It
+      is typically conservative (low, so :math:`\log \hat Z_{\text{rev}}` high) for an RBM's
+      own training or held-out data, but not provably so.
+
+    Compare with :func:`ais`, which errs low in expectation.
 
     Args:
         params: the target RBM; batched parameters give one estimate per RBM.
         key: a JAX PRNG key.
         data: the starting points ``(N, n_visible)``, at least 2 examples: held-out data for
-            a conservative log-likelihood, or exact model samples for a bound on
-            :math:`\log Z`.
+            a (typically) conservative log-likelihood, or exact model samples for a bound on
+            :math:`\log Z` in expectation.
         num_chains: chains per example.
         betas: the schedule, as in :func:`ais`.
         base_data: data whose marginals define the base model (typically the *training* set,
@@ -560,8 +570,8 @@ def log_likelihood(
     Args:
         params: the RBM (batched parameters give one value per RBM).
         data: array ``(N, n_visible)``.
-        log_z: an :class:`AISResult` (from :func:`ais`: an optimistic estimate; from
-            :func:`reverse_ais`: a conservative one), or an exact value; ``None`` computes it
+        log_z: an :class:`AISResult` (from :func:`ais`: optimistic in expectation; from
+            :func:`reverse_ais`: typically conservative), or an exact value; ``None`` computes it
             by :func:`estimate_log_z`.
         method: ``"auto"`` (exact when the smaller layer has at most 20 units, else AIS),
             ``"exact"`` or ``"ais"``; used when ``log_z`` is ``None``.
