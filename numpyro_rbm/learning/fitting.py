@@ -319,11 +319,12 @@ def _configure(data, test_data, n_hidden, a: dict):
 # --- the initial state, checkpoints -----------------------------------------------------------
 
 
-def _initial_state(config: FitConfig, trainer: Trainer, train, keys, incomplete) -> TrainState:
+def _initial_state(config: FitConfig, trainer: Trainer, train, keys, observed):
     """Model initialisation from the data (base-rate visible biases, small random weights,
-    unit parameters from the data) and the trainer's state; with ``incomplete`` data the
-    filled layer ``train`` (:func:`~numpyro_rbm.units.check_incomplete_data`) is also the
-    imputations' start."""
+    unit parameters from the data) and the trainer's state; returns it with the data the
+    loop reads. With ``observed`` (incomplete data) the filled layer ``train``
+    (:func:`~numpyro_rbm.units.check_incomplete_data`) is also the imputations' start, and
+    the loop reads :class:`~.missing.IncompleteData`."""
     key_init, key_chains, key_run = keys
     vis, dtype = config.visible_units, config.dtype
     params = init_params(
@@ -334,7 +335,9 @@ def _initial_state(config: FitConfig, trainer: Trainer, train, keys, incomplete)
     params = params.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
     layer = jnp.asarray(train, dtype)
     state = trainer.init(key_chains, params, layer, config.batch_size, key_run)
-    return state if not incomplete else state._replace(imputations=layer)
+    if observed is None:
+        return state, layer
+    return state._replace(imputations=layer), IncompleteData(layer, jnp.asarray(observed))
 
 
 def _state_to_arrays(state: TrainState) -> dict:
@@ -625,16 +628,11 @@ def fit(
         config.negative_phase, config.optimizer, centering=config.centering,
         impute_sweeps=config.impute_sweeps,
     )  # fmt: skip
-    key_init, key_chains, key_run, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
+    *keys, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
     train = jnp.asarray(train, config.dtype)
     test = None if test is None else jnp.asarray(test, config.dtype)
-    state = _initial_state(
-        config, trainer, train, (key_init, key_chains, key_run), observed is not None
-    )
-    n_missing = 0 if observed is None else int(np.sum(~observed))
-    signature = config.signature(train.shape[0], train.shape[1], n_missing)
-    if observed is not None:
-        train = IncompleteData(train, jnp.asarray(observed))
+    signature = config.signature(*train.shape, 0 if observed is None else int(np.sum(~observed)))
+    state, train = _initial_state(config, trainer, train, tuple(keys), observed)
     history, start = {}, 0
     if config.resume and os.path.exists(config.checkpoint_path):
         state, history, start = _resume(config.checkpoint_path, signature, state)
