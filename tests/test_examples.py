@@ -58,3 +58,9 @@ def test_denoise_digit(examples, tmp_path):
     results = examples("denoise_digit").main(["--quick", "--out", str(tmp_path)])
     assert results["failed"] == []  # converged, error ratio, flip rate in the HDI
     assert (tmp_path / "posterior_mean.png").exists()
+
+
+def test_missing_digits(examples):
+    results = examples("missing_digits").main(["--quick"])
+    assert results["failed"] == []
+    assert results["log_loss"]["rbm"] < results["log_loss"]["marginals"]

@@ -10,11 +10,14 @@ r"""The learning engine: negative phases and trainers as pure ``init``/``step`` 
   :class:`TrainState`) and the compiled epoch loop :func:`run_epochs`;
 * :mod:`~numpyro_rbm.learning.monitors`: what ``fit`` measures, as functions of a
   :class:`MonitorContext`;
+* :mod:`~numpyro_rbm.learning.missing`: the positive phase for data with missing entries
+  (:func:`impute`, clamped Gibbs sweeps of per-example persistent imputations);
 * :mod:`~numpyro_rbm.learning.fitting`: :func:`fit`, composing them.
 """
 
 from .fitting import ChainsNotMixing, FitConfig, FitResult, TrainingDiverged, fit
 from .loss import Weighted, free_energy_loss, loss_gradient, move_hidden_offset, to_standard
+from .missing import IncompleteData, impute, impute_batch
 from .monitors import (
     MonitorContext,
     chain_rhat,
@@ -92,4 +95,7 @@ __all__ = [
     "log_likelihood_monitor",
     "chain_rhat",
     "info_monitor",
+    "IncompleteData",
+    "impute",
+    "impute_batch",
 ]

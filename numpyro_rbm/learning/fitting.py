@@ -29,7 +29,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .. import diagnostics, io
 from .._progress import Progress
 from ..core import RBMParams, init_params
-from ..units import as_unit_type, base_rate_bias, check_data
+from ..units import as_unit_type, base_rate_bias, check_data, check_incomplete_data
+from .missing import IncompleteData
 from .monitors import MonitorContext, default_monitors
 from .negative import NegativePhase, from_method
 from .optim import CosineAdam, Penalized
@@ -117,6 +118,8 @@ class FitConfig:
     #: Largest fraction of the wall time monitoring may take (``eval_every="auto"``); ``None``:
     #: every ``eval_every`` epochs whatever it costs.
     eval_budget: float | None = None
+    #: Clamped sweeps of an incomplete example's imputations per visit.
+    impute_sweeps: int = 1
 
     @property
     def checkpoint_path(self) -> str | None:
@@ -124,10 +127,14 @@ class FitConfig:
             return None
         return os.path.join(self.checkpoint_dir, CHECKPOINT_FILE)
 
-    def signature(self, n_examples: int, n_visible: int) -> dict:
-        """What a checkpoint must match to be resumed (JSON-serialisable)."""
+    def signature(self, n_examples: int, n_visible: int, n_missing: int = 0) -> dict:
+        """What a checkpoint must match to be resumed (JSON-serialisable); incomplete data
+        (``n_missing`` layer units missing) add their count and the sweeps per visit."""
         phase = self.negative_phase
         opt = self.optimizer
+        missing = {}
+        if n_missing:
+            missing = dict(missing_units=n_missing, impute_sweeps=self.impute_sweeps)
         return dict(
             method=self.method,
             k=getattr(phase, "k", None),
@@ -146,6 +153,7 @@ class FitConfig:
             n_examples=n_examples,
             visible_units=self.visible_units.spec,
             hidden_units=self.hidden_units.spec,
+            **missing,
         )
 
 
@@ -249,8 +257,26 @@ def _negative_phase(method, k, num_chains, num_temperatures):
     return from_method(method, k, num_chains, num_temperatures), method
 
 
+def _check_test_data(test_data, vis, n_visible):
+    """The held-out layer; NaN is refused (its log-likelihood would need the observed
+    entries' marginal, which the monitors do not compute)."""
+    try:
+        arr = np.asarray(test_data)
+    except Exception:  # ragged lists and the like: check_data says what is wrong
+        arr = None
+    if arr is not None and arr.dtype.kind == "f" and np.isnan(arr).any():
+        row, col = np.argwhere(np.isnan(arr))[0]
+        raise ValueError(
+            f"test_data row {row}, column {col} is missing (NaN): held-out examples must be "
+            "complete (the monitors compute the log-likelihood of whole examples); drop the "
+            "incomplete rows from test_data"
+        )
+    return check_data(test_data, vis, "test_data", n_visible)
+
+
 def _configure(data, test_data, n_hidden, a: dict):
-    """Checks every argument; returns ``(FitConfig, train, test)`` (float64 NumPy layers)."""
+    """Checks every argument; returns ``(FitConfig, train, test, observed)`` (float64 NumPy
+    layers; ``observed`` is the mask of observed units of incomplete data, else ``None``)."""
     phase, method = _negative_phase(a["method"], a["k"], a["num_chains"], a["num_temperatures"])
     vis, hid = as_unit_type(a["visible_units"]), as_unit_type(a["hidden_units"])
     n_hidden = _positive_int("n_hidden", n_hidden)
@@ -268,13 +294,14 @@ def _configure(data, test_data, n_hidden, a: dict):
     for fn in (*a["callbacks"], *a["monitors"]):
         if not callable(fn):
             raise TypeError(f"callbacks and monitors must be callables, got {fn!r}")
-    train = check_data(data, vis, "data")
+    impute_sweeps = _positive_int("impute_sweeps", a["impute_sweeps"])
+    train, observed = check_incomplete_data(data, vis, "data", seed=int(a["seed"]))
     n = train.shape[0]
     if batch_size > n:
         raise ValueError(
             f"batch_size={batch_size} exceeds the {n} training examples; use batch_size <= {n}"
         )
-    test = None if test_data is None else check_data(test_data, vis, "test_data", train.shape[1])
+    test = None if test_data is None else _check_test_data(test_data, vis, train.shape[1])
     devices = a["devices"]
     if devices is not None:
         devices = _check_devices(devices, phase, batch_size)
@@ -292,17 +319,20 @@ def _configure(data, test_data, n_hidden, a: dict):
         n_hidden, phase, method, epochs, batch_size, optimizer, bool(a["centering"]),
         int(a["seed"]), dtype, vis, hid, a["weight_scale"], eval_every, a["log_likelihood"],
         checkpoint_dir, bool(a["resume"]), bool(a["progress"]), tuple(a["callbacks"]), devices,
-        tuple(a["monitors"]), eval_budget,
+        tuple(a["monitors"]), eval_budget, impute_sweeps,
     )  # fmt: skip
-    return config, train, test
+    return config, train, test, observed
 
 
 # --- the initial state, checkpoints -----------------------------------------------------------
 
 
-def _initial_state(config: FitConfig, trainer: Trainer, train, keys) -> TrainState:
+def _initial_state(config: FitConfig, trainer: Trainer, train, keys, observed):
     """Model initialisation from the data (base-rate visible biases, small random weights,
-    unit parameters from the data) and the trainer's state."""
+    unit parameters from the data) and the trainer's state; returns it with the data the
+    loop reads. With ``observed`` (incomplete data) the filled layer ``train``
+    (:func:`~numpyro_rbm.units.check_incomplete_data`) is also the imputations' start, and
+    the loop reads :class:`~.missing.IncompleteData`."""
     key_init, key_chains, key_run = keys
     vis, dtype = config.visible_units, config.dtype
     params = init_params(
@@ -311,7 +341,11 @@ def _initial_state(config: FitConfig, trainer: Trainer, train, keys) -> TrainSta
         hidden_units=config.hidden_units, dtype=dtype,
     )  # fmt: skip
     params = params.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
-    return trainer.init(key_chains, params, jnp.asarray(train, dtype), config.batch_size, key_run)
+    layer = jnp.asarray(train, dtype)
+    state = trainer.init(key_chains, params, layer, config.batch_size, key_run)
+    if observed is None:
+        return state, layer
+    return state._replace(imputations=layer), IncompleteData(layer, jnp.asarray(observed))
 
 
 def _state_to_arrays(state: TrainState) -> dict:
@@ -347,10 +381,11 @@ def _resume(path, signature, state):
     """``(state, history, epoch)`` from the checkpoint at ``path``, if it matches."""
     arrays, meta = io.load_checkpoint(path)
     if meta["signature"] != signature:
+        saved = meta["signature"]
         diff = {
-            name: (meta["signature"].get(name), value)
-            for name, value in signature.items()
-            if meta["signature"].get(name) != value
+            name: (saved.get(name), signature.get(name))
+            for name in {**saved, **signature}
+            if saved.get(name) != signature.get(name)
         }
         raise ValueError(
             f"cannot resume from {path}: it was written with different settings "
@@ -426,11 +461,13 @@ class _Loop:
         self.next_eval = planned
 
     def evaluate(self, epoch, state, info):
-        """Runs the monitors; returns the metrics (also appended to the history)."""
+        """Runs the monitors; returns the metrics (also appended to the history). With
+        incomplete data the monitors read the training examples as completed now."""
         params = self.trainer.standard_params(state)
         key = jax.random.fold_in(self.key_eval, epoch)
+        train = self.train if state.imputations is None else state.imputations
         ctx = MonitorContext(
-            epoch, params, state, self.config.negative_phase, info, self.train, self.test, key
+            epoch, params, state, self.config.negative_phase, info, train, self.test, key
         )
         metrics = {"epoch": epoch}
         for i, monitor in enumerate(self.monitors):  # each monitor its own key
@@ -547,6 +584,7 @@ def fit(
     callbacks: Sequence[Callable] = (),
     devices: Sequence[jax.Device] | None = None,
     monitors: Sequence[Callable] = (),
+    impute_sweeps: int = 1,
 ) -> FitResult:
     r"""Trains an RBM on ``data`` by stochastic maximum likelihood.
 
@@ -561,7 +599,14 @@ def fit(
     :mod:`numpyro_rbm.learning` (``docs/architecture.md``).
 
     Args:
-        data: training examples ``(N, n_visible)`` holding the visible unit values.
+        data: training examples ``(N, n_visible)`` holding the visible unit values; NaN
+            marks a missing entry (visible units that clamp: ``"bernoulli"``, ``"spin"``).
+            Each incomplete example then carries a persistent chain of its missing entries,
+            advanced ``impute_sweeps`` clamped Gibbs sweeps each time its minibatch is
+            visited, and the completed examples enter the gradient: stochastic maximum
+            likelihood of the observed entries (:mod:`numpyro_rbm.learning.missing`;
+            ``docs/training.md``). Every row must have an observed entry. The training
+            metrics are then those of the completed examples; ``test_data`` must be complete.
         n_hidden: number of hidden units.
         method: ``"pcd"`` (persistent contrastive divergence / SML), ``"cd"`` (CD-k), ``"pt"``
             (parallel tempering), or a :class:`~numpyro_rbm.learning.NegativePhase` (which
@@ -613,6 +658,8 @@ def fit(
             one device, up to the order of floating-point sums. ``None``: one device.
         monitors: more monitors, ``monitor(ctx) -> {name: value}`` of a
             :class:`~numpyro_rbm.learning.MonitorContext`, run after the built-in ones.
+        impute_sweeps: clamped Gibbs sweeps of an incomplete example's missing entries each
+            time its minibatch is visited (data with NaN only).
 
     Returns:
         A :class:`FitResult`.
@@ -623,17 +670,22 @@ def fit(
             checkpoint (if ``checkpoint_dir`` is set) is left intact.
     """
     args = dict(locals())
-    config, train, test = _configure(args.pop("data"), args.pop("test_data"), n_hidden, args)
+    config, train, test, observed = _configure(
+        args.pop("data"), args.pop("test_data"), n_hidden, args
+    )
     report = None
     if config.progress:  # the initial state and the loop compile now: say so before the wait
         report = Progress(f"fit[{config.method}]", config.epochs)
         report.say("compiling the training loop (once per settings and shapes)")
-    trainer = build_trainer(config.negative_phase, config.optimizer, centering=config.centering)
-    key_init, key_chains, key_run, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
+    trainer = build_trainer(
+        config.negative_phase, config.optimizer, centering=config.centering,
+        impute_sweeps=config.impute_sweeps,
+    )  # fmt: skip
+    *keys, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
     train = jnp.asarray(train, config.dtype)
     test = None if test is None else jnp.asarray(test, config.dtype)
-    state = _initial_state(config, trainer, train, (key_init, key_chains, key_run))
-    signature = config.signature(train.shape[0], train.shape[1])
+    signature = config.signature(*train.shape, 0 if observed is None else int(np.sum(~observed)))
+    state, train = _initial_state(config, trainer, train, tuple(keys), observed)
     history, start = {}, 0
     if config.resume and os.path.exists(config.checkpoint_path):
         state, history, start = _resume(config.checkpoint_path, signature, state)

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .._threefry import threefry_split
 from ..core import RBMParams, hidden_mean
 from .loss import loss_gradient, move_hidden_offset, to_standard
+from .missing import IncompleteData, impute_batch
 from .negative import NegativePhase
 from .optim import as_transformation
 
@@ -55,6 +56,10 @@ class TrainState(NamedTuple):
     chains: Any
     #: The PRNG key of the next epoch.
     key: jax.Array
+    #: Training from incomplete data: every example completed by its persistent clamped
+    #: chain ``(N, n_visible)`` (:mod:`~numpyro_rbm.learning.missing`); ``None`` for complete
+    #: data.
+    imputations: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +71,8 @@ class Trainer:
     optimizer: Any
     centering: bool = True
     offset_rate: float = 0.01
+    #: Clamped Gibbs sweeps of a minibatch's imputations per visit (incomplete data only).
+    impute_sweeps: int = 1
 
     @property
     def transformation(self) -> optax.GradientTransformation:
@@ -113,9 +120,21 @@ class Trainer:
             params = move_hidden_offset(params, hidden_offset, new)
             hidden_offset = new
         state = TrainState(
-            params, state.visible_offset, hidden_offset, opt_state, chains, state.key
-        )
+            params, state.visible_offset, hidden_offset, opt_state, chains, state.key,
+            state.imputations,
+        )  # fmt: skip
         return state, info
+
+    def step_incomplete(self, state: TrainState, index, key, data: IncompleteData):
+        """One update on the examples ``index`` of incomplete ``data``: their imputations
+        advance :attr:`impute_sweeps` clamped sweeps (:func:`~.missing.impute_batch`) and
+        the completed examples are the minibatch of :meth:`step`."""
+        key_impute, key = threefry_split(key)
+        batch, imputations = impute_batch(
+            key_impute, self.standard_params(state), state.imputations, data, index,
+            self.impute_sweeps,
+        )  # fmt: skip
+        return self.step(state._replace(imputations=imputations), batch, key)
 
     def standard_params(self, state: TrainState) -> RBMParams:
         """The parameters of ``state`` in standard coordinates."""
@@ -123,17 +142,21 @@ class Trainer:
 
 
 def build_trainer(
-    negative_phase: NegativePhase, optimizer, *, centering: bool = True, offset_rate=0.01
-) -> Trainer:
+    negative_phase: NegativePhase, optimizer, *, centering: bool = True, offset_rate=0.01,
+    impute_sweeps: int = 1,
+) -> Trainer:  # fmt: skip
     """A :class:`Trainer` from its parts; ``optimizer`` is an optax transformation (e.g.
     ``optax.adam(1e-3)``, penalties chained in front) or a hashable spec such as
-    :class:`~numpyro_rbm.learning.optim.CosineAdam`."""
+    :class:`~numpyro_rbm.learning.optim.CosineAdam`; ``impute_sweeps`` clamped sweeps per
+    visit of an incomplete example."""
     if not isinstance(negative_phase, NegativePhase):
         raise TypeError(
             "negative_phase must be a numpyro_rbm.learning.NegativePhase (e.g. "
             f"numpyro_rbm.learning.pcd()), got {type(negative_phase).__name__}"
         )
-    return Trainer(negative_phase, optimizer, bool(centering), float(offset_rate))
+    return Trainer(
+        negative_phase, optimizer, bool(centering), float(offset_rate), int(impute_sweeps)
+    )
 
 
 def state_shardings(phase: NegativePhase, state: TrainState, mesh: Mesh) -> TrainState:
@@ -154,7 +177,13 @@ def state_shardings(phase: NegativePhase, state: TrainState, mesh: Mesh) -> Trai
         opt_state=jax.tree.map(lambda _: replicated, state.opt_state),
         chains=chains,
         key=replicated,
+        imputations=jax.tree.map(lambda _: replicated, state.imputations),
     )
+
+
+def data_size(data) -> int:
+    """The number of training examples of a layer or of :class:`~.missing.IncompleteData`."""
+    return jax.tree.leaves(data)[0].shape[0]
 
 
 def _is_finite(params):
@@ -177,16 +206,21 @@ def _compiled_run(trainer: Trainer, batch_size: int, devices: tuple | None):
         # small kernels to every update's critical path (measured about 2x slower on digits
         # at batch 10).
         key, key_perm, key_updates = threefry_split(state.key, 3)
-        n_batches = data.shape[0] // batch_size
+        n_batches = data_size(data) // batch_size
         update_keys = threefry_split(key_updates, n_batches)
-        perm = jax.random.permutation(key_perm, data.shape[0])[: n_batches * batch_size]
-        batches = data[perm].reshape(n_batches, batch_size, data.shape[1])
+        perm = jax.random.permutation(key_perm, data_size(data))[: n_batches * batch_size]
+        if state.imputations is None:
+            batches = data[perm].reshape(n_batches, batch_size, data.shape[1])
+            step = trainer.step
+        else:  # incomplete data: the minibatches are the examples' indices
+            batches = perm.reshape(n_batches, batch_size)
+            step = functools.partial(trainer.step_incomplete, data=data)
         if mesh is not None:  # each device gets its share of every minibatch
             sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
             batches = jax.lax.with_sharding_constraint(batches, sharding)
 
         def update(state, batch_and_key):
-            state, info = trainer.step(state, *batch_and_key)
+            state, info = step(state, *batch_and_key)
             return constrain(state), info
 
         state, infos = jax.lax.scan(update, state._replace(key=key), (batches, update_keys))
@@ -194,7 +228,8 @@ def _compiled_run(trainer: Trainer, batch_size: int, devices: tuple | None):
 
     def run(state: TrainState, data, n_epochs):
         state = constrain(state)
-        batch = jax.ShapeDtypeStruct((batch_size, data.shape[1]), data.dtype)
+        layer = data if state.imputations is None else state.imputations
+        batch = jax.ShapeDtypeStruct((batch_size, layer.shape[1]), layer.dtype)
         info0 = jax.eval_shape(trainer.step, state, batch, state.key)[1]
         info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info0)
 
@@ -217,7 +252,9 @@ def run_epochs(trainer: Trainer, state: TrainState, data, n_epochs, *, batch_siz
                devices=None):  # fmt: skip
     """Runs ``n_epochs`` epochs (traced: any count reuses the compiled loop), each a shuffle of
     ``data`` into ``len(data) // batch_size`` minibatches and a scan of ``trainer.step`` over
-    them, stopping early after the first epoch whose parameters are not finite.
+    them, stopping early after the first epoch whose parameters are not finite. With
+    :class:`~.missing.IncompleteData` (and ``state.imputations`` set) the scan runs
+    ``trainer.step_incomplete`` over shuffled example indices instead.
 
     Returns:
         ``(state, info, finite, epochs_run)``: ``info`` is the last epoch's mean of the

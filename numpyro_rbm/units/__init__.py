@@ -28,6 +28,7 @@ from .base import (
     as_unit_type,
     base_rate_bias,
     check_data,
+    check_incomplete_data,
     register_unit_type,
     registered_unit_types,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "registered_unit_types",
     "base_rate_bias",
     "check_data",
+    "check_incomplete_data",
     "gaussian_to_cho",
     "gaussian_from_cho",
     "spin",
