@@ -58,3 +58,9 @@ def test_denoise_digit(examples, tmp_path):
     results = examples("denoise_digit").main(["--quick", "--out", str(tmp_path)])
     assert results["failed"] == []  # converged, error ratio, flip rate in the HDI
     assert (tmp_path / "posterior_mean.png").exists()
+
+
+def test_impute(examples):
+    results = examples("impute").main(["--quick"])
+    assert results["failed"] == []  # known entries kept, both fills beat the column baselines
+    assert results["error_rbm"] < results["error_mean"]
