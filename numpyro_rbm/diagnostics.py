@@ -5,10 +5,14 @@ and a rare unit has no variance to compare), so the diagnostics here are compute
 *chain statistics* that summarise the whole visible vector:
 
 - ``free_energy``: :math:`F(v)`, which moves whenever the chain changes mode;
-- ``mean_activation``: :math:`\bar v = \frac1n \sum_i v_i` (the magnetisation for spin units);
-- ``overlap`` (given a ``reference`` state :math:`r`): :math:`q = \frac1n \sum_i s(v_i)\,s(r_i)`
-  with :math:`s` mapping a unit's two values to :math:`\pm 1`, the Edwards–Anderson overlap
-  that tells which basin a chain sits in;
+- ``mean_activation``: the mean of the site value, :math:`\bar v = \frac1n \sum_i v_i` (the
+  magnetisation for spin units; the mean feature for Gaussian units; the mean state index
+  :math:`\frac1L \sum_i x_i` for Potts sequences, whose one-hot layer always averages 1/q);
+- ``overlap`` (given a ``reference`` state :math:`r`), which tells which basin a chain sits in:
+  :math:`q = \frac1n \sum_i s(v_i)\,s(r_i)` with :math:`s` mapping a unit's two values to
+  :math:`\pm 1` (the Edwards–Anderson overlap), :math:`\frac1L \sum_i (q\,\delta_{x_i r_i} -
+  1)/(q - 1)` for Potts sequences, the cosine similarity for Gaussian units
+  (:meth:`~numpyro_rbm.units.UnitType.overlap`);
 - ``energy`` and ``hidden_activation`` (given the hidden states): :math:`E(v, h)` and
   :math:`\bar h`.
 
@@ -40,6 +44,7 @@ chains the ESS requirement is the binding one: 400 effective draws from 4 chains
 :math:`\hat R \lesssim 1.01`. ``docs/diagnostics.md`` gives the measurements.
 
 The pure-array entry point is :func:`chain_diagnostics` (chains shaped
+``(num_chains, num_draws, n_sites)``, site values as MCMC records them, or the layer
 ``(num_chains, num_draws, n_visible)``, e.g. persistent training chains);
 :func:`mcmc_diagnostics` reads a finished :class:`numpyro.infer.MCMC` run.
 """
@@ -91,9 +96,21 @@ def _arviz():
     return arviz
 
 
-def _to_spin(x, units):
-    low, high = units.values
-    return (2.0 * x - (low + high)) / (high - low)
+def _as_layer(params: RBMParams, x, name: str, lead: tuple):
+    """Visible states ``lead + (width,)`` as the layer: site values (Potts: integer sequences,
+    as MCMC records them) or the layer itself (e.g. persistent training chains)."""
+    units = params.visible_units
+    x = jnp.asarray(x)
+    n_sites = units.site_size(params.n_visible)
+    if x.shape[:-1] != lead or x.shape[-1] not in (n_sites, params.n_visible):
+        layer = "" if n_sites == params.n_visible else f" or the layer ({params.n_visible},)"
+        raise ValueError(
+            f"{name} must have shape {lead + (n_sites,)} ({units.site_noun} per state{layer}), "
+            f"got {x.shape}"
+        )
+    if x.shape[-1] == params.n_visible:
+        return x.astype(params.weights.dtype)
+    return units.to_layer(x, params.weights.dtype)
 
 
 def chain_statistics(params: RBMParams, chains, *, hidden=None, reference=None) -> dict:
@@ -101,32 +118,34 @@ def chain_statistics(params: RBMParams, chains, *, hidden=None, reference=None) 
 
     Args:
         params: the RBM (unbatched).
-        chains: visible states, ``(num_chains, num_draws, n_visible)``.
+        chains: visible states, ``(num_chains, num_draws, n_sites)``: site values as
+            :class:`~numpyro_rbm.RBMGibbs` records them (integer sequences for Potts units), or
+            the layer ``(num_chains, num_draws, n_visible)``.
         hidden: optional hidden states, ``(num_chains, num_draws, n_hidden)``.
-        reference: optional visible state ``(n_visible,)`` for the overlap.
+        reference: optional visible state (a site value or the layer) for the overlap.
 
     Returns:
-        ``{name: array (num_chains, num_draws)}`` as float64 numpy arrays.
+        ``{name: array (num_chains, num_draws)}`` as float64 numpy arrays: ``free_energy``,
+        ``mean_activation`` (the mean of the site value: of the units for two-state and
+        Gaussian units, of the state indices for Potts sequences, whose one-hot mean is
+        always 1/q), ``overlap`` (:meth:`~numpyro_rbm.units.UnitType.overlap`), ``energy``
+        and ``hidden_activation``.
     """
-    chains = jnp.asarray(chains, params.weights.dtype)
-    if chains.ndim != 3 or chains.shape[-1] != params.n_visible:
+    if jnp.ndim(chains) != 3:
         raise ValueError(
-            "chains must have shape (num_chains, num_draws, n_visible) = "
-            f"(C, D, {params.n_visible}), got {chains.shape}; add a leading axis for one chain"
+            "chains must have shape (num_chains, num_draws, n_visible) (site values, or "
+            f"the layer), got {jnp.shape(chains)}; add a leading axis for one chain"
         )
+    lead = tuple(jnp.shape(chains)[:2])
+    chains = _as_layer(params, chains, "chains", lead)
+    units = params.visible_units
     stats = {
         "free_energy": free_energy(params, chains),
-        "mean_activation": jnp.mean(chains, axis=-1),
+        "mean_activation": jnp.mean(units.from_layer(chains, chains.dtype), axis=-1),
     }
     if reference is not None:
-        reference = jnp.asarray(reference, chains.dtype)
-        if reference.shape != (params.n_visible,):
-            raise ValueError(
-                f"reference must be one visible state of shape ({params.n_visible},), "
-                f"got {reference.shape}"
-            )
-        units = params.visible_units
-        stats["overlap"] = jnp.mean(_to_spin(chains, units) * _to_spin(reference, units), -1)
+        reference = _as_layer(params, reference, "reference", ())
+        stats["overlap"] = params.visible_layer.overlap(chains, reference)
     if hidden is not None:
         hidden = jnp.asarray(hidden, chains.dtype)
         if hidden.shape != chains.shape[:2] + (params.n_hidden,):
@@ -302,7 +321,8 @@ def chain_diagnostics(
 
     Args:
         params: the RBM.
-        chains: ``(num_chains, num_draws, n_visible)`` visible states.
+        chains: ``(num_chains, num_draws, n_sites)`` site values (integer sequences for Potts
+            units) or the layer ``(num_chains, num_draws, n_visible)``.
         hidden: optional ``(num_chains, num_draws, n_hidden)`` hidden states.
         reference: optional ``(n_visible,)`` state for the overlap statistic.
         rhat_threshold: largest acceptable R-hat (default :data:`RHAT_THRESHOLD`).

@@ -64,3 +64,9 @@ def test_missing_digits(examples):
     results = examples("missing_digits").main(["--quick"])
     assert results["failed"] == []
     assert results["log_loss"]["rbm"] < results["log_loss"]["marginals"]
+
+
+def test_impute(examples):
+    results = examples("impute").main(["--quick"])
+    assert results["failed"] == []  # known entries kept, both fills beat the column baselines
+    assert results["error_rbm"] < results["error_mean"]

@@ -108,3 +108,40 @@ def test_one_base_rate_bias_for_every_caller():
     training = importlib.import_module("numpyro_rbm.training")
     assert ais.base_rate_bias is training.base_rate_bias is units.base_rate_bias
     assert nrbm.learning.negative.base_rate_bias is units.base_rate_bias
+
+
+@pytest.mark.parametrize("spec", ["bernoulli", "spin", "gaussian", "potts(3)"])
+def test_site_methods_split_the_layer_methods_by_site(x64, spec):
+    """The per-site log-partition and base measure sum to the layer's; a per-site mask widens
+    to the site's units; a site conditional with no coupling is the unit's own conditional
+    (log_ratio(y) = phi . (y - x): the layer's log_prob at that field, site by site)."""
+    unit = units.as_unit_type(spec)
+    n_sites = 4
+    n_units = n_sites * getattr(unit, "q", 1)
+    rng = np.random.default_rng(0)
+    field = jnp.asarray(rng.normal(size=(2, n_units)))
+    up = unit.init_unit_params(n_units, jnp.float64)
+    if up is not None:
+        up = {k: jnp.asarray(0.3 * rng.normal(size=n_units)) for k in up}
+    layer = unit.bind(up)
+    x = layer.sample(jax.random.key(0), field)
+    np.testing.assert_allclose(
+        jnp.sum(layer.site_log_partition(field), -1), layer.log_partition(field), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        jnp.sum(layer.site_base_log_measure(x), -1), layer.base_log_measure(x), rtol=1e-12
+    )
+    mask = layer.layer_mask(jnp.array([True, False, True, False]))
+    assert mask.shape == (n_units,) and int(jnp.sum(mask)) == n_units // 2
+
+    def log_ratio(y):  # the field's own term: the rest of the model is an independent field
+        shape = x.shape[:-1] + (n_sites, 1, n_units // n_sites)
+        return jnp.sum(field.reshape(shape) * (y - x.reshape(shape)), axis=-1)
+
+    own = (
+        x * field + layer.site_base_log_measure(x).repeat(n_units // n_sites, -1)
+        / (n_units // n_sites) - layer.site_log_partition(field).repeat(n_units // n_sites, -1)
+        / (n_units // n_sites)
+    )  # fmt: skip
+    per_site = own.reshape(2, n_sites, -1).sum(-1)
+    np.testing.assert_allclose(layer.site_log_conditional(x, log_ratio), per_site, atol=1e-9)

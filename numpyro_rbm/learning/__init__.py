@@ -28,6 +28,7 @@ from .monitors import (
     pseudo_log_likelihood_monitor,
     reconstruction_error,
     reconstruction_error_monitor,
+    site_log_conditionals,
 )
 from .negative import (
     CD,
@@ -92,6 +93,7 @@ __all__ = [
     "pseudo_log_likelihood",
     "reconstruction_error_monitor",
     "pseudo_log_likelihood_monitor",
+    "site_log_conditionals",
     "log_likelihood_monitor",
     "chain_rhat",
     "info_monitor",

@@ -153,6 +153,46 @@ class UnitType:
         if not bool(np.all(np.asarray(self.site_support()(jnp.asarray(value))))):
             raise ValueError(f"{what} must hold {self.name} states (support {self.spec})")
 
+    # --- sites: the variables a user observes (one unit, or a Potts one-hot block) ----------
+
+    def layer_mask(self, mask):
+        """A per-site boolean ``mask`` ``(..., site_size)`` as the per-unit mask ``(...,
+        n_units)`` of the layer: every unit of a masked site is masked (clamping)."""
+        return jnp.asarray(mask)
+
+    def site_log_partition(self, field):
+        r""":math:`A` of each site, ``(..., n_sites)``: :meth:`log_partition` without the sum
+        over sites (one unit per site unless a subclass groups them)."""
+        return self.log_partition(jnp.asarray(field)[..., None])
+
+    def site_base_log_measure(self, x):
+        r""":math:`\log \mu` of each site, ``(..., n_sites)``: :meth:`base_log_measure` without
+        the sum over sites."""
+        return self.base_log_measure(jnp.asarray(x)[..., None])
+
+    def site_log_conditional(self, x, log_ratio):
+        r""":math:`\log p(x_s \mid x_{-s})` of every site :math:`s` of the layer ``x`` (a
+        log-probability for discrete sites, a log-density for continuous ones), shape
+        ``(..., n_sites)``, when the rest of the model multiplies the site's own measure
+        :math:`\mu_s(y)` by :math:`e^{r_s(y)}`:
+
+        .. math::
+
+            p(x_s \mid x_{-s}) = \frac{\mu_s(x_s)\, e^{r_s(x_s)}}
+                {\int \mu_s(y)\, e^{r_s(y)}\, dy} .
+
+        ``log_ratio(y)`` returns :math:`r_s(y) - r_s(x_s)` for candidate site values ``y`` of
+        shape ``(..., n_sites, K, units_per_site)`` (any ``K``) as ``(..., n_sites, K)``; the
+        unit type chooses the candidates: every state of a discrete site, a quadrature grid
+        of a continuous one. Used by the pseudo-log-likelihood
+        (:func:`numpyro_rbm.learning.pseudo_log_likelihood`)."""
+        raise NotImplementedError(f"{self.name} units have no site conditional")
+
+    def overlap(self, x, reference):
+        """A similarity of the layers ``x`` and ``reference`` in [-1, 1], 1 when they are
+        equal, averaged over sites (the ``overlap`` chain statistic)."""
+        raise ValueError(f"{self.name} units define no overlap; leave out the reference state")
+
     # --- data -----------------------------------------------------------------------------
 
     def prepare_data(self, data, name: str = "data"):
@@ -203,6 +243,23 @@ class TwoStateUnits(UnitType):
                 "visible_units to match"
             )
         return arr
+
+    def site_log_conditional(self, x, log_ratio):
+        r"""Two states: :math:`\log p(x_i \mid x_{-i}) = -\mathrm{softplus}(r_i(\bar x_i) -
+        r_i(x_i))` with :math:`\bar x_i` the other value (Besag 1975)."""
+        low, high = self.values
+        flipped = (low + high) - jnp.asarray(x)
+        return -jax.nn.softplus(log_ratio(flipped[..., None, None]))[..., 0]
+
+    def overlap(self, x, reference):
+        r"""The Edwards-Anderson overlap :math:`\frac1n \sum_i s(x_i)\, s(r_i)`, :math:`s`
+        mapping the two values to :math:`\pm 1`."""
+        low, high = self.values
+
+        def spin(y):
+            return (2.0 * y - (low + high)) / (high - low)
+
+        return jnp.mean(spin(x) * spin(reference), axis=-1)
 
     def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
         r"""With :math:`q_i = (n_i + \alpha)/(N + 2\alpha)` the smoothed frequency of the high
@@ -412,6 +469,21 @@ class BoundUnits:
     def states_from_bits(self, bits):
         return self.units.states_from_bits(bits)
 
+    def layer_mask(self, mask):
+        return self.units.layer_mask(mask)
+
+    def site_log_partition(self, field):
+        return self.units.site_log_partition(field, self.unit_params)
+
+    def site_base_log_measure(self, x):
+        return self.units.site_base_log_measure(x, self.unit_params)
+
+    def site_log_conditional(self, x, log_ratio):
+        return self.units.site_log_conditional(x, log_ratio, self.unit_params)
+
+    def overlap(self, x, reference):
+        return self.units.overlap(x, reference)
+
 
 @dataclasses.dataclass(frozen=True)
 class ParametricUnitType(UnitType):
@@ -431,6 +503,15 @@ class ParametricUnitType(UnitType):
     def init_unit_params(self, n_units: int, dtype=jnp.float32):
         return {name: jnp.zeros((n_units,), dtype) for name in self.param_names}
 
+    def site_log_partition(self, field, unit_params=None):
+        return self.log_partition(jnp.asarray(field)[..., None], _per_unit(unit_params))
+
+    def site_base_log_measure(self, x, unit_params=None):
+        return self.base_log_measure(jnp.asarray(x)[..., None], _per_unit(unit_params))
+
+    def site_log_conditional(self, x, log_ratio, unit_params=None):
+        raise NotImplementedError(f"{self.name} units have no site conditional")
+
     def check_unit_params(self, unit_params, n_units: int):
         if unit_params is None:
             return
@@ -445,6 +526,13 @@ class ParametricUnitType(UnitType):
                     f"{self.name} parameter {name!r} has shape {jnp.shape(x)}, expected "
                     f"(..., {n_units})"
                 )
+
+
+def _per_unit(unit_params):
+    """Unit parameters ``(..., n)`` as ``(..., n, 1)``: each unit a layer of its own."""
+    if unit_params is None:
+        return None
+    return jax.tree.map(lambda p: jnp.asarray(p)[..., None], unit_params)
 
 
 def param(unit_params, name, like):

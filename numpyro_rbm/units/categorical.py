@@ -77,6 +77,31 @@ class Potts(UnitType):
         """The one-hot layer ``(..., n_sites * q)`` back to integer states ``(..., n_sites)``."""
         return jnp.argmax(self._blocks(x), axis=-1)
 
+    # --- sites: one categorical variable is a block of q units ------------------------------
+
+    def layer_mask(self, mask):
+        return jnp.repeat(jnp.asarray(mask), self.q, axis=-1)
+
+    def site_log_partition(self, field):
+        return jax.scipy.special.logsumexp(self._blocks(field), axis=-1)
+
+    def site_base_log_measure(self, x):
+        return jnp.zeros(jnp.shape(x)[:-1] + (jnp.shape(x)[-1] // self.q,), jnp.result_type(x))
+
+    def site_log_conditional(self, x, log_ratio):
+        r"""Exact: :math:`\log p(x_i \mid x_{-i}) = -\log \sum_{a=1}^q e^{r_i(a) - r_i(x_i)}`,
+        the site's q states enumerated (Ekeberg et al. 2013)."""
+        blocks = self._blocks(x)
+        states = jnp.eye(self.q, dtype=jnp.result_type(x))
+        candidates = jnp.broadcast_to(states, blocks.shape[:-1] + (self.q, self.q))
+        return -jax.scipy.special.logsumexp(log_ratio(candidates), axis=-1)
+
+    def overlap(self, x, reference):
+        r"""The Potts overlap :math:`\frac1L \sum_i (q\,\delta_{x_i r_i} - 1)/(q - 1)`: 1 for
+        equal sequences, 0 on average for independent uniform ones."""
+        agree = jnp.sum(self._blocks(x) * self._blocks(reference), axis=-1)
+        return jnp.mean((self.q * agree - 1.0) / (self.q - 1.0), axis=-1)
+
     # --- the site holds integer sequences; the core works on the one-hot layer -------------
 
     def check_size(self, n_units: int) -> None:
