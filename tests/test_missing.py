@@ -169,10 +169,12 @@ def test_incomplete_data_errors_name_what_is_wrong():
     col[:, 2] = np.nan
     with pytest.raises(ValueError, match=r"data column 2 has no observed entry"):
         fit(col, 4, epochs=1, progress=False)
-    for units in ("gaussian", "potts(3)"):
-        with pytest.raises(ValueError, match=r"row 3, column 1 is missing .*cannot be clamped"
-                           r" yet.*units that clamp \(bernoulli, spin\)"):  # fmt: skip
-            check_incomplete_data(x, units)
+    # every visible type clamps: the mask of observed entries becomes one of layer units
+    layer, observed = check_incomplete_data(x, "gaussian")
+    assert observed.shape == layer.shape and not observed[3, 1] and observed.sum() == x.size - 1
+    layer, observed = check_incomplete_data(x, "potts(3)")
+    assert observed.shape == layer.shape == (14, 27)
+    assert not observed[3, 3:6].any() and observed.sum() == 27 * 14 - 3
     with pytest.raises(ValueError, match=r"test_data row 3, column 1 is missing"):
         fit(np.nan_to_num(x), 4, epochs=1, test_data=x, progress=False)
     with pytest.raises(ValueError, match="impute_sweeps must be an integer >= 1"):

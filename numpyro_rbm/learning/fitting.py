@@ -600,7 +600,7 @@ def fit(
 
     Args:
         data: training examples ``(N, n_visible)`` holding the visible unit values; NaN
-            marks a missing entry (visible units that clamp: ``"bernoulli"``, ``"spin"``).
+            marks a missing entry (for Potts units, a missing site).
             Each incomplete example then carries a persistent chain of its missing entries,
             advanced ``impute_sweeps`` clamped Gibbs sweeps each time its minibatch is
             visited, and the completed examples enter the gradient: stochastic maximum

@@ -209,18 +209,6 @@ class UnitType:
         """Initial unit parameters from the data (the defaults unless overridden)."""
         return self.init_unit_params(np.shape(data)[-1], dtype)
 
-    def clamp_layer_mask(self, observed):
-        r"""The layer's clamp mask ``(N, n_units)`` from a mask ``(N, columns)`` of observed
-        user-data entries (``True`` = observed, clamped): the units that the clamped sweep
-        (:func:`~numpyro_rbm.core.gibbs_sweep` with ``mask``/``values``) holds fixed while it
-        samples the rest from :math:`p(v_{\text{miss}} \mid v_{\text{obs}})`. A unit type
-        whose clamped sweep is exact returns it (two-state units: the mask itself; a type
-        whose layer has several columns per data column expands it); the default raises,
-        and :func:`check_incomplete_data` turns that into an error about the data."""
-        raise ValueError(
-            f"{self.name} units cannot be clamped yet, so their missing entries cannot be sampled"
-        )
-
 
 class TwoStateUnits(UnitType):
     """Shared behaviour of units with two values ``values = (low, high)``: enumeration, data
@@ -269,10 +257,6 @@ class TwoStateUnits(UnitType):
         data = np.asarray(data, np.float64)
         q = (np.sum(data == high, axis=0) + pseudocount) / (data.shape[0] + 2.0 * pseudocount)
         return (np.log(q) - np.log1p(-q)) / (high - low)
-
-    def clamp_layer_mask(self, observed):
-        """One layer column per data column: the observed mask itself."""
-        return np.asarray(observed, bool)
 
 
 def first_bad(bad, name, what, fix):
@@ -342,19 +326,19 @@ def check_incomplete_data(data, units, name: str = "data", *, seed: int = 0):
     *Restricted Boltzmann machines for collaborative filtering*, ICML 2007).
 
     Data without a NaN go to :func:`check_data` and come back unchanged. Otherwise every row
-    and every column must have an observed entry, and the visible unit type must clamp
-    (:meth:`UnitType.clamp_layer_mask`). Each missing entry is filled with the entry of the
-    same column in a random row where that column is observed (NumPy's PCG64 from ``seed``:
-    the same draws on every machine), so the filled data pass the unit type's own check and,
-    when entries are missing at random, keep each column's frequencies.
+    and every column must have an observed entry; the unit type's
+    :meth:`UnitType.layer_mask` turns the mask of observed entries (one per site: a unit, or
+    a Potts site) into the mask of clamped layer units. Each missing entry is filled with the
+    entry of the same column in a random row where that column is observed (NumPy's PCG64
+    from ``seed``: the same draws on every machine), so the filled data pass the unit type's
+    own check and, when entries are missing at random, keep each column's frequencies.
 
     Returns:
         ``(layer, observed)``: the filled layer, float64 ``(N, n_visible)``, and the boolean
         mask ``(N, n_visible)`` of observed layer units (``None`` for complete data).
 
     Raises:
-        ValueError: naming an all-missing row or column, or the first missing entry when the
-            unit type cannot clamp.
+        ValueError: naming an all-missing row or column.
     """
     units = as_unit_type(units)
     try:
@@ -373,31 +357,12 @@ def check_incomplete_data(data, units, name: str = "data", *, seed: int = 0):
                 f"{name} {what} {empty[0]} has no observed entry (all NaN; {empty.size} such "
                 f"{what}s: {listed}); it carries no information: drop it"
             )
-    try:
-        observed = units.clamp_layer_mask(~missing)
-    except ValueError as err:
-        row, col = np.argwhere(missing)[0]
-        clamping = sorted(
-            n
-            for n, cls in _REGISTRY.items()
-            if cls.clamp_layer_mask is not UnitType.clamp_layer_mask
-        )
-        raise ValueError(
-            f"{name} row {row}, column {col} is missing (NaN; {int(missing.sum())} missing "
-            f"entries), but {err}. Missing entries are imputed for visible units that clamp "
-            f"({', '.join(clamping)}); drop or impute the incomplete rows first"
-        ) from err
     rng = np.random.default_rng(seed)
     filled = arr.copy()
     for j in np.flatnonzero(missing.any(axis=0)):
         filled[missing[:, j], j] = rng.choice(arr[~missing[:, j], j], int(missing[:, j].sum()))
     layer = check_data(filled, units, name)
-    if observed.shape != layer.shape:
-        raise ValueError(
-            f"{units.name}.clamp_layer_mask gave a mask of shape {observed.shape} for a layer "
-            f"of shape {layer.shape}"
-        )
-    return layer, observed
+    return layer, np.asarray(units.layer_mask(~missing), bool)
 
 
 def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_params=None):
