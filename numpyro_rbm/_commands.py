@@ -457,9 +457,9 @@ def fit_defaults() -> dict:
     :func:`numpyro_rbm.fit` arguments, read from fit's signature: the one place they live."""
     import inspect
 
-    from .learning import fit
+    from .learning import fitting
 
-    parameters = inspect.signature(fit).parameters
+    parameters = inspect.signature(fitting.fit).parameters
     return {option: parameters[name].default for option, name in FIT_OPTIONS.items()}
 
 
@@ -576,10 +576,14 @@ def _train(args, folder, config) -> int:
     os.makedirs(folder, exist_ok=True)
     if not args.resume:  # a resumed run keeps its config until the new settings have worked
         _write_json(os.path.join(folder, CONFIG_FILE), config)
-    epochs = "100 (or 10,000 updates)" if config["epochs"] is None else config["epochs"]
+    epochs = (
+        f"{config['epochs']} epochs"
+        if config["epochs"] is not None
+        else "fit's default epochs (100, or more to make 10,000 updates)"
+    )
     say(
         f"training: {config['hidden']} {config['hidden_units']} hidden units, "
-        f"{config['method'].upper()}, {epochs} epochs, batch {config['batch_size']}, "
+        f"{config['method'].upper()}, {epochs}, batch {config['batch_size']}, "
         f"learning rate {config['learning_rate']}, "
         f"{'float64' if config['float64'] else 'float32'}"
     )

@@ -5,6 +5,14 @@ r"""The ``numpyro-rbm`` command: train, evaluate and sample RBMs from the shell.
     $ numpyro-rbm train                        # 8x8 digits, 16 hidden units, PCD
     $ numpyro-rbm evaluate runs/<run>          # exact log-likelihood of the test split
     $ numpyro-rbm sample runs/<run> -n 64 --out samples.npy
+    $ numpyro-rbm train --data table.csv       # real values: Gaussian visible units
+    $ numpyro-rbm train --data family.fasta    # an alignment: Potts visible units
+
+The visible unit type is inferred from the data unless ``--visible-units`` is given; real
+values are standardised and the map recorded with the model (``evaluate`` applies it again,
+``sample`` maps back to the data's units); an alignment's alphabet is recorded (``sample``
+writes FASTA). Options shared with :func:`numpyro_rbm.fit` take fit's defaults (read from its
+signature when a command runs).
 
 ``train`` writes a run folder with the model, the metric history (CSV and JSON), figures
 (learning curves, weight filters, samples, trace and rank plots of the chains) and a
