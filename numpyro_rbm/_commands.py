@@ -22,8 +22,8 @@ import matplotlib
 import numpy as np
 
 from . import core, datasets, diagnostics, io, kernels, partition
-from .cli import TRAIN_DEFAULTS, UsageError
-from .units import as_unit_type
+from .cli import FASTA_EXTENSIONS, FIT_OPTIONS, TRAIN_DEFAULTS, UsageError
+from .units import as_unit_type, check_data
 
 matplotlib.use("Agg")  # figures are files; never open a window or need a display
 
@@ -36,11 +36,21 @@ TRACE_CHAINS = 4  # chains drawn in the trace / rank plots (more are unreadable)
 
 
 class _Data:
-    """Train / test arrays with what the reports need to know about them."""
+    """Train / test site values (what ``fit`` takes: binary values, standardised real values
+    or integer sequences) with what the reports need to know about them."""
 
-    def __init__(self, train, test, image_shape, name, optimum=None):
+    def __init__(
+        self, train, test, image_shape, name, optimum=None, units="bernoulli",
+        standardization=None, alphabet=None,
+    ):  # fmt: skip
         self.train, self.test, self.image_shape = train, test, image_shape
-        self.name, self.optimum = name, optimum
+        self.name, self.optimum, self.units = name, optimum, units
+        self.standardization, self.alphabet = standardization, alphabet
+
+    @property
+    def kind(self) -> str:
+        """``"binary"``, ``"real"`` or ``"alignment"``: which figures suit the data."""
+        return "real" if self.standardization else "alignment" if self.alphabet else "binary"
 
 
 def _to_units(x, units):
@@ -51,16 +61,50 @@ def _to_units(x, units):
 _BARS = ("bars-and-stripes:", "bars:")
 
 
+def _is_fasta(path) -> bool:
+    return os.path.splitext(os.fspath(path))[1].lower() in FASTA_EXTENSIONS
+
+
+def infer_units(spec, key=None) -> tuple[str, str]:
+    """The visible unit type for ``--data spec`` when ``--visible-units`` is not given, and
+    why: ``potts`` for a FASTA file, ``bernoulli`` (``spin``) when every value is 0 or 1 (-1
+    or +1), ``gaussian`` otherwise (naming the first value that is not binary)."""
+    if spec == "digits" or spec.startswith(_BARS):
+        return "bernoulli", f"the built-in {spec} data are 0/1"
+    if _is_fasta(spec):
+        return "potts", f"{spec} is a FASTA alignment"
+    x = _read_table(spec, key, "--data")
+    for units in ("bernoulli", "spin"):
+        if np.isin(x, as_unit_type(units).values).all():
+            return units, f"{spec} holds only the values {_pair(as_unit_type(units))}"
+    row, column = np.argwhere(~np.isin(x, (0.0, 1.0)))[0]
+    return "gaussian", (
+        f"{spec} holds real values (row {row}, column {column} is {x[row, column]:g}; rows and "
+        "columns count from 0); pass --visible-units bernoulli if the data should be 0/1"
+    )
+
+
 def load_data(
-    spec, *, units="bernoulli", key=None, test_data=None, test_fraction=0.2, seed=0,
-    image_shape=None,
+    spec, *, units=None, key=None, test_data=None, test_fraction=0.2, seed=0,
+    image_shape=None, alphabet=None, standardization=None,
 ) -> _Data:  # fmt: skip
-    """Resolves ``--data``: ``digits``, ``bars-and-stripes:N`` or a ``.npy``/``.npz``/``.csv``
-    file (split into train and test by a seeded permutation unless ``test_data`` is given)."""
+    """Resolves ``--data``: ``digits``, ``bars-and-stripes:N``, a ``.npy``/``.npz``/``.csv``
+    table or a FASTA alignment (split into train and test by a seeded permutation unless
+    ``test_data`` is given). ``units=None`` infers the visible units (:func:`infer_units`).
+    Real values are standardised by the training rows' means and standard deviations
+    (:func:`numpyro_rbm.datasets.standardize`), or by ``standardization`` when given (a
+    trained model's); an alignment is read with ``alphabet`` (default the amino acids)."""
     optimum = None
     builtin = spec == "digits" or spec.startswith(_BARS)
     if test_data is not None and builtin:
         raise UsageError(f"--test-data applies to --data FILE, not to the built-in {spec!r}")
+    if units is None:
+        units = infer_units(spec, key)[0]
+    if builtin and units not in ("bernoulli", "spin"):
+        raise UsageError(
+            f"--visible-units {units}: the built-in {spec} data are binary; pass a "
+            f"{'FASTA alignment' if units == 'potts' else 'real-valued table'} with --data FILE"
+        )
     if spec == "digits":
         if not 0 < test_fraction < 1:
             raise UsageError(
@@ -81,10 +125,13 @@ def load_data(
         train, test, shape, name = x, x, (n, n), f"bars-and-stripes-{n}"
         optimum = -math.log(len(x))
     else:
-        x = read_data(spec, units, key, "--data", f"--units {units}")
+        x, alphabet = read_rows(spec, units, key, "--data", f"--visible-units {units}", alphabet)
         name, shape = os.path.splitext(os.path.basename(spec))[0], None
         if test_data is not None:
-            train, test = x, read_data(test_data, units, key, "--test-data", f"--units {units}")
+            train = x
+            test = read_rows(
+                test_data, units, key, "--test-data", f"--visible-units {units}", alphabet
+            )[0]
             if test.shape[1] != train.shape[1]:
                 raise UsageError(
                     f"--test-data {test_data} has {test.shape[1]} columns but --data {spec} "
@@ -101,6 +148,11 @@ def load_data(
             train, test = x[order[n_test:]], x[order[:n_test]]
         else:
             train, test = x, None
+    if units == "gaussian":
+        if standardization is None:
+            standardization = datasets.standardize(train, name=f"--data {spec}")[1]
+        train = standardization.apply(train)
+        test = None if test is None else standardization.apply(test)
     if image_shape is not None:
         shape = tuple(image_shape)
     n_visible = train.shape[1]
@@ -109,7 +161,77 @@ def load_data(
             f"--image-shape {shape[0]}x{shape[1]} has {shape[0] * shape[1]} pixels but the data "
             f"have {n_visible} columns"
         )
-    return _Data(train, test, shape, name, optimum)
+    spec_units = f"potts({len(alphabet)})" if units == "potts" else units
+    return _Data(
+        train, test, shape, name, optimum, spec_units,
+        standardization if units == "gaussian" else None,
+        alphabet if units == "potts" else None,
+    )  # fmt: skip
+
+
+def read_rows(path, units, key, flag, units_flag, alphabet=None):
+    """The rows of a data file for ``units``: 0/1 or -1/+1 values (:func:`read_data`), real
+    values as they are (:func:`numpyro_rbm.datasets.read_table`) or the integer sequences of
+    a FASTA alignment (:func:`numpyro_rbm.datasets.read_fasta`, with ``alphabet``).
+
+    Returns:
+        ``(rows, alphabet)``; ``alphabet`` is the one used (``None`` unless Potts).
+    """
+    path = os.fspath(path)
+    name = as_unit_type(units).name
+    fasta = _is_fasta(path)
+    if name == "potts" and not fasta:
+        raise UsageError(
+            f"{flag} {path}: {units_flag} reads FASTA alignments ({', '.join(FASTA_EXTENSIONS)}),"
+            " not a table; omit it to infer the units from the file"
+        )
+    if name != "potts" and fasta:
+        raise UsageError(
+            f"{flag} {path} is a FASTA alignment, which Potts units read, but {units_flag} "
+            "was asked for; omit it or pass --visible-units potts"
+        )
+    if name == "potts":
+        if key is not None:
+            raise UsageError(f"--key {key}: {flag} {path} is not an .npz file")
+        alphabet = datasets.AMINO_ACIDS if alphabet is None else alphabet
+        try:
+            alignment = datasets.read_fasta(path, alphabet)
+        except FileNotFoundError:
+            raise UsageError(f"{flag} {path}: no such file") from None
+        except ValueError as err:
+            message = str(err).replace("pass alphabet=...", "pass --alphabet SYMBOLS")
+            raise UsageError(f"{flag} {message}") from None
+        return alignment.sequences, alignment.alphabet
+    if name == "gaussian":
+        return _read_table(path, key, flag), None
+    return read_data(path, units, key, flag, units_flag), None
+
+
+def _read_table(path, key, flag):
+    """:func:`numpyro_rbm.datasets.read_table` with its errors in the command line's words."""
+    _check_key(path, key, flag)
+    try:
+        return datasets.read_table(path, key=key)
+    except FileNotFoundError:
+        raise UsageError(f"{flag} {path}: no such file") from None
+    except ValueError as err:
+        raise UsageError(f"{flag} {err}") from None
+
+
+def _check_key(path, key, flag):
+    """--key names an array of an .npz file; an .npz of several arrays needs it."""
+    if key is not None and not path.lower().endswith(".npz"):
+        raise UsageError(f"--key {key}: {flag} {path} is not an .npz file (only those hold names)")
+    if key is None and path.lower().endswith(".npz") and os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+        except Exception:  # not a readable .npz: the reader says what is wrong
+            names = None
+        if names is not None and len(names) != 1:
+            raise UsageError(
+                f"{flag} {path} holds {len(names)} arrays {names}; choose one with --key NAME"
+            )
 
 
 def read_data(path, units, key, flag, units_flag):
@@ -118,21 +240,11 @@ def read_data(path, units, key, flag, units_flag):
 
     Args:
         flag: the option that named ``path`` (``--data``, ``--test-data``).
-        units_flag: what chose ``units``, e.g. ``--units spin`` or ``the model (spin units)``.
+        units_flag: what chose ``units``, e.g. ``--visible-units spin`` or ``the model (spin
+            units)``.
     """
     path = os.fspath(path)
-    if key is not None and not path.lower().endswith(".npz"):
-        raise UsageError(f"--key {key}: {flag} {path} is not an .npz file (only those hold names)")
-    if key is None and path.lower().endswith(".npz") and os.path.isfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                names = list(archive.files)
-        except Exception:  # not a readable .npz: datasets.load says what is wrong
-            names = None
-        if names is not None and len(names) != 1:
-            raise UsageError(
-                f"{flag} {path} holds {len(names)} arrays {names}; choose one with --key NAME"
-            )
+    _check_key(path, key, flag)
     try:
         return datasets.load(path, units, key=key)
     except FileNotFoundError:
@@ -160,7 +272,7 @@ def _data_error(message, path, units, key, flag, units_flag):
         return (
             f"{flag} {path} holds {_pair(other)} values ({other.name} units) but "
             f"{units_flag} expects {_pair(units)}"
-            + (f"; pass --units {other.name}" if units_flag.startswith("--units") else "")
+            + (f"; pass --visible-units {other.name}" if units_flag.startswith("--vis") else "")
         )
     first = re.search(r"^(.*), found row (\d+), columns? (\d+) \(value ([^)]*)\)", message)
     n_bad = re.search(r"; (\d+) bad rows?\)$", message)
@@ -184,6 +296,10 @@ def log_likelihood(params, x, *, max_units=None, seed=0, ais_runs=100, ais_betas
     estimate of :math:`\log Z` (:func:`numpyro_rbm.ais.ais`, with the base model's biases from
     the marginals of ``x``): the library's one choice, :func:`numpyro_rbm.ais.estimate_log_z`.
 
+    Args:
+        x: site values (0/1 or -1/+1 values, standardised real values, integer sequences),
+            encoded to the layer by :func:`numpyro_rbm.units.check_data`.
+
     Returns:
         ``(log_p, log_z, method)`` with ``log_p`` a NumPy array ``(n_examples,)`` and
         ``method`` a description (``"exact"`` or the AIS settings and standard error).
@@ -191,7 +307,7 @@ def log_likelihood(params, x, *, max_units=None, seed=0, ais_runs=100, ais_betas
     from .ais import estimate_log_z
 
     max_units = partition.EXACT_MAX_UNITS if max_units is None else max_units
-    x = jnp.asarray(x, params.weights.dtype)
+    x = jnp.asarray(check_data(x, params.visible_units), params.weights.dtype)
     result = estimate_log_z(
         params, key=jax.random.key(seed), data=x, num_runs=ais_runs, betas=ais_betas,
         max_units=max_units,
@@ -222,7 +338,10 @@ def _exact_samples(key, params, n, max_units):
 
 
 def _verdict_statistics(params, v):
-    return core.free_energy(params, v), jnp.mean(v, axis=-1)
+    """F(v) and the mean site value (the mean activation for binary and real units; for
+    Potts units the mean state index, since the one-hot layer's mean is a constant 1/q)."""
+    sites = params.visible_units.from_layer(v, v.dtype)
+    return core.free_energy(params, v), jnp.mean(sites, axis=-1)
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -333,8 +452,20 @@ def _resolve_run_folder(args):
     return os.path.join("runs", name)
 
 
+def fit_defaults() -> dict:
+    """The defaults of the `train` options that :data:`~numpyro_rbm.cli.FIT_OPTIONS` maps to
+    :func:`numpyro_rbm.fit` arguments, read from fit's signature: the one place they live."""
+    import inspect
+
+    from .learning import fitting
+
+    parameters = inspect.signature(fitting.fit).parameters
+    return {option: parameters[name].default for option, name in FIT_OPTIONS.items()}
+
+
 def _train_config(args, folder):
-    """Command-line options, falling back to the stored config on --resume, then defaults."""
+    """Command-line options, falling back to the stored config on --resume, then defaults
+    (``fit``'s own, :func:`fit_defaults`, for the options it shares)."""
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     stored = {}
     config_path = os.path.join(folder, CONFIG_FILE)
@@ -353,11 +484,11 @@ def _train_config(args, folder):
         raise UsageError(
             f"{folder} already holds a run; pass --resume to continue it or choose another --out"
         )
-    config = {**TRAIN_DEFAULTS, **stored, **given}
+    config = {**TRAIN_DEFAULTS, **fit_defaults(), **stored, **given}
     if config["image_shape"] is not None:
         config["image_shape"] = list(config["image_shape"])
     for name in ("hidden", "epochs", "batch_size", "k", "chains"):
-        if config[name] < 1:
+        if config[name] is not None and config[name] < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {config[name]}")
     if not config["learning_rate"] > 0:
         raise UsageError(f"--learning-rate must be positive, got {config['learning_rate']}")
@@ -411,14 +542,19 @@ def _train(args, folder, config) -> int:
 
     started = time.perf_counter()
     say = (lambda *a: None) if args.quiet else partial(print, flush=True)
+    units = config["units"]
+    if units is None:
+        units, why = infer_units(config["data"], config["key"])
+        say(f"visible units: {units} (inferred: {why})")
     data = load_data(
         config["data"],
-        units=config["units"],
+        units=units,
         key=config["key"],
         test_data=config["test_data"],
         test_fraction=config["test_fraction"],
         seed=config["seed"],
         image_shape=config["image_shape"],
+        alphabet=config["alphabet"],
     )
     if config["batch_size"] > len(data.train):
         raise UsageError(
@@ -427,17 +563,29 @@ def _train(args, folder, config) -> int:
         )
     n_test = 0 if data.test is None else len(data.test)
     images = f" ({data.image_shape[0]}x{data.image_shape[1]} images)" if data.image_shape else ""
+    what = {
+        "binary": f"{data.units} units",
+        "real": "real values, standardised by the training rows' means and standard "
+        "deviations (recorded in the model), for Gaussian units",
+        "alignment": f"sites of the alphabet {data.alphabet!r}, for {data.units} units",
+    }[data.kind]
     say(
         f"data: {data.name}, {len(data.train)} train / {n_test} test examples of "
-        f"{data.train.shape[1]} {config['units']} units{images}"
+        f"{data.train.shape[1]} {what}{images}"
     )
     os.makedirs(folder, exist_ok=True)
     if not args.resume:  # a resumed run keeps its config until the new settings have worked
         _write_json(os.path.join(folder, CONFIG_FILE), config)
+    epochs = (
+        f"{config['epochs']} epochs"
+        if config["epochs"] is not None
+        else "fit's default epochs (100, or more to make 10,000 updates)"
+    )
     say(
-        f"training: {config['hidden']} hidden units, {config['method'].upper()}, "
-        f"{config['epochs']} epochs, batch {config['batch_size']}, learning rate "
-        f"{config['learning_rate']}, {'float64' if config['float64'] else 'float32'}"
+        f"training: {config['hidden']} {config['hidden_units']} hidden units, "
+        f"{config['method'].upper()}, {epochs}, batch {config['batch_size']}, "
+        f"learning rate {config['learning_rate']}, "
+        f"{'float64' if config['float64'] else 'float32'}"
     )
     try:
         with warnings.catch_warnings():
@@ -453,7 +601,8 @@ def _train(args, folder, config) -> int:
                 num_chains=config["chains"],
                 seed=config["seed"],
                 dtype="float64" if config["float64"] else "float32",
-                visible_units=config["units"],
+                visible_units=data.units,
+                hidden_units=config["hidden_units"],
                 test_data=data.test,
                 checkpoint_dir=os.path.join(folder, "checkpoints"),
                 resume=args.resume,
@@ -476,7 +625,7 @@ def _train(args, folder, config) -> int:
     )
     summary["chains"] = chain_verdict(statistics, config["method"])
     _save_run(folder, result, data, config, summary)
-    say(f"plotting: {len(FIGURES)} figures")
+    say(f"plotting: {len(FIGURES[data.kind])} figures")
     _draw_figures(folder, result, data, statistics, final_chains, key_samples)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     _write_json(os.path.join(folder, "summary.json"), summary)
@@ -505,13 +654,25 @@ class _CommandLineWarnings:
         self.show(message, category, *args, **kwargs)
 
 
-FIGURES = (
-    "learning_curves.png",
-    "filters.png",
-    "samples.png",
-    "chains_trace.png",
-    "chains_rank.png",
-)
+_CHAIN_FIGURES = ("chains_trace.png", "chains_rank.png")
+#: The figures of a run folder, by the kind of data (:attr:`_Data.kind`).
+FIGURES = {
+    "binary": ("learning_curves.png", "filters.png", "samples.png") + _CHAIN_FIGURES,
+    "real": ("learning_curves.png", "filters.png", "marginals.png", "correlations.png")
+    + _CHAIN_FIGURES,
+    "alignment": (
+        "learning_curves.png", "filters.png", "site_frequencies.png", "pair_correlations.png",
+        "site_logo.png",
+    ) + _CHAIN_FIGURES,
+}  # fmt: skip
+FIGURE_SAMPLES = 2000  # exact model samples drawn for the figures of real data and alignments
+
+
+def log_jacobian(standardization) -> float:
+    r""":math:`-\sum_j \log s_j`: what turns the log-density of standardised values
+    :math:`z = (x - m)/s` into that of the data's own values, :math:`\log p(x) = \log p(z) -
+    \sum_j \log s_j`."""
+    return -float(np.sum(np.log(standardization.scale)))
 
 
 def _evaluate_fit(params, data, seed, say) -> dict:
@@ -531,6 +692,10 @@ def _evaluate_fit(params, data, seed, say) -> dict:
             continue
         log_p, log_z, method = log_likelihood(params, x, seed=seed)
         summary[f"{split}_log_likelihood"] = float(log_p.mean())
+        if data.standardization is not None:
+            summary[f"{split}_log_likelihood_data_units"] = float(
+                log_p.mean() + log_jacobian(data.standardization)
+            )
         summary[f"{split}_log_likelihood_se"] = float(log_p.std() / math.sqrt(len(log_p)))
         summary.update(log_z=log_z, log_likelihood_method=method)
     return summary
@@ -539,7 +704,7 @@ def _evaluate_fit(params, data, seed, say) -> dict:
 def _diagnose_chains(result, data, sweeps, key, say):
     """Runs the persistent chains on at the final parameters: ``sweeps // 2`` discarded, then
     ``sweeps`` recorded for the verdict and the trace plots."""
-    chains = np.asarray(result.chains).reshape(-1, data.train.shape[1])
+    chains = np.asarray(result.chains).reshape(-1, result.params.n_visible)
     say(
         f"diagnosing: {sweeps // 2} + {sweeps} more Gibbs sweeps of the {len(chains)} "
         "persistent chains for the R-hat and ESS verdict"
@@ -552,7 +717,8 @@ def _save_run(folder, result, data, config, summary):
         data=config["data"],
         data_name=data.name,
         image_shape=None if data.image_shape is None else list(data.image_shape),
-        units=config["units"],
+        units=data.units,
+        alphabet=data.alphabet,
         key=config["key"],
         test_data=config["test_data"],
         test_fraction=config["test_fraction"],
@@ -560,6 +726,7 @@ def _save_run(folder, result, data, config, summary):
         method=config["method"],
         test_log_likelihood=summary.get("test_log_likelihood"),
         log_likelihood_optimum=data.optimum,
+        **(data.standardization.to_metadata() if data.standardization else {}),
     )
     io.save_params(os.path.join(folder, MODEL_FILE), result.params, metadata)
     _write_history(result.history, folder)
@@ -575,14 +742,8 @@ def _draw_figures(folder, result, data, statistics, final_chains, key):
             result.history, optimum=data.optimum
         )
         figures["filters.png"] = plots.plot_filters(params.weights, data.image_shape)
-        panels = [("training data", data.train[:64])]
-        try:
-            samples = _exact_samples(key, params, 64, max_units=20)
-            panels.append(("exact samples from the model", np.asarray(samples)))
-        except partition.EnumerationTooLarge:
-            pass
-        panels.append(("persistent chains after diagnostics", np.asarray(final_chains)[:64]))
-        figures["samples.png"] = plots.plot_images(panels, data.image_shape, ncols=8)
+        draw = {"binary": _binary_figures, "real": _real_figures, "alignment": _site_figures}
+        figures.update(draw[data.kind](plots, params, data, final_chains, key))
         draws = statistics["free_energy"]
         shown = draws[:TRACE_CHAINS]
         of = f"{len(shown)} of {len(draws)} persistent chains"
@@ -596,8 +757,77 @@ def _draw_figures(folder, result, data, statistics, final_chains, key):
         plots.save(fig, os.path.join(folder, name))
 
 
+def _binary_figures(plots, params, data, final_chains, key):
+    panels = [("training data", data.train[:64])]
+    try:
+        samples = _exact_samples(key, params, 64, max_units=20)
+        panels.append(("exact samples from the model", np.asarray(samples)))
+    except partition.EnumerationTooLarge:
+        pass
+    panels.append(("persistent chains after diagnostics", np.asarray(final_chains)[:64]))
+    return {"samples.png": plots.plot_images(panels, data.image_shape, ncols=8)}
+
+
+def _model_samples(key, params, final_chains):
+    """Site values of :data:`FIGURE_SAMPLES` exact samples when the model is enumerable, else
+    of the persistent chains after the diagnostic sweeps; and what they are."""
+    try:
+        v, label = _exact_samples(key, params, FIGURE_SAMPLES, max_units=20), "exact samples"
+    except partition.EnumerationTooLarge:
+        v, label = jnp.asarray(final_chains), f"{len(final_chains)} persistent chains"
+    return np.asarray(params.visible_units.from_layer(v)), label
+
+
+def _real_figures(plots, params, data, final_chains, key):
+    """Marginals and correlations in the data's units: the training rows against model
+    samples, both mapped back by the recorded standardisation."""
+    samples, label = _model_samples(key, params, final_chains)
+    x = data.standardization.invert(data.train)
+    y = data.standardization.invert(samples)
+    return {
+        "marginals.png": plots.plot_marginals(x, y, label),
+        "correlations.png": plots.plot_correlations(x, y, label),
+    }
+
+
+_MAX_PAIR_POINTS = 20_000  # pair correlations drawn (a fixed random subset beyond that)
+
+
+def _site_figures(plots, params, data, final_chains, key):
+    """Site frequencies, pair correlations and site logos: the training sequences against
+    model samples (:func:`numpyro_rbm.potts.site_frequencies`)."""
+    from . import potts
+
+    samples, label = _model_samples(key, params, final_chains)
+    q = len(data.alphabet)
+    f_data = potts.site_frequencies(data.train, q)
+    f_model = potts.site_frequencies(samples, q)
+    c_data, c_model = _pair_correlations(data.train, q), _pair_correlations(samples, q)
+    if len(c_data) > _MAX_PAIR_POINTS:
+        keep = np.random.default_rng(0).choice(len(c_data), _MAX_PAIR_POINTS, replace=False)
+        c_data, c_model = c_data[keep], c_model[keep]
+    return {
+        "site_frequencies.png": plots.plot_site_frequencies(f_data, f_model, label),
+        "pair_correlations.png": plots.plot_pair_correlations(c_data, c_model, label),
+        "site_logo.png": plots.plot_site_logo(f_data, f_model, data.alphabet, label),
+    }
+
+
+def _pair_correlations(sequences, q):
+    r"""The connected correlations :math:`C_{ij}(a, b) = f_{ij}(a, b) - f_i(a) f_j(b)` of all
+    site pairs :math:`i < j`, flattened: :func:`numpyro_rbm.potts.pair_frequencies` as one
+    matrix product of the one-hot sequences (its einsum is slow for long alignments)."""
+    x = np.eye(q)[np.asarray(sequences)]  # (N, L, q)
+    n, length = x.shape[:2]
+    flat = x.reshape(n, length * q)
+    f = flat.mean(0)
+    c = (flat.T @ flat / n - np.outer(f, f)).reshape(length, q, length, q)
+    i, j = np.triu_indices(length, k=1)
+    return c[i, :, j, :].reshape(-1)
+
+
 def _print_report(folder, data, summary):
-    print(f"run folder: {folder} (model, history.csv/json, {len(FIGURES)} figures)")
+    print(f"run folder: {folder} (model, history.csv/json, {len(FIGURES[data.kind])} figures)")
     if "test_log_likelihood" in summary:
         optimum = "" if data.optimum is None else f" (optimum {data.optimum:.4f})"
         print(
@@ -610,6 +840,12 @@ def _print_report(folder, data, summary):
         print(
             f"train log-likelihood ({summary['log_likelihood_method']}): "
             f"{summary['train_log_likelihood']:.4f} nats per example (no test data)"
+        )
+    if data.standardization is not None:
+        split = "test" if "test_log_likelihood" in summary else "train"
+        print(
+            f"(of the standardised values; the {split} log-density of the values in the data's "
+            f"units is {summary[f'{split}_log_likelihood_data_units']:.4f} nats per example)"
         )
     print(f"chains: {summary['chains']['verdict']}", flush=True)
 
@@ -624,8 +860,15 @@ def _load_model(path):
     return params, dict(metadata or {})
 
 
+def _standardization(meta):
+    """The run's recorded standardisation (real-valued data), else ``None``."""
+    return datasets.Standardization.from_metadata(meta) if "standardization" in meta else None
+
+
 def cmd_evaluate(args) -> int:
     params, meta = _load_model(args.model)
+    units = params.visible_units
+    standardization = _standardization(meta)
     use_float64 = args.float64 or params.weights.dtype == np.float64
     with _precision(use_float64):
         if use_float64:
@@ -635,23 +878,28 @@ def cmd_evaluate(args) -> int:
         if args.data is None:
             data = load_data(
                 meta["data"],
-                units=meta.get("units", "bernoulli"),
+                units=as_unit_type(meta.get("units", "bernoulli")).name,
                 key=meta.get("key"),
                 test_data=meta.get("test_data"),
                 test_fraction=meta.get("test_fraction", 0.2),
                 seed=meta.get("seed", 0),
+                alphabet=meta.get("alphabet"),
+                standardization=standardization,
             )
             x, what = (data.test, "test split") if data.test is not None else (data.train, "data")
             what = f"{data.name} {what}"
         else:
-            units = params.visible_units
-            x = read_data(args.data, units, args.key, "--data", f"the model ({units.name} units)")
+            x = read_rows(
+                args.data, units.name, args.key, "--data", f"the model ({units.spec} units)",
+                meta.get("alphabet"),
+            )[0]  # fmt: skip
+            if standardization is not None and x.shape[1] == params.n_visible:
+                x = standardization.apply(x)
             what = args.data
-        if x.shape[1] != params.n_visible:
-            raise UsageError(
-                f"{what} has {x.shape[1]} columns but the model has {params.n_visible} visible "
-                "units"
-            )
+        n_sites = units.site_size(params.n_visible)
+        if x.shape[1] != n_sites:
+            noun = "sites" if n_sites != params.n_visible else "visible units"
+            raise UsageError(f"{what} has {x.shape[1]} columns but the model has {n_sites} {noun}")
         log_p, log_z, how = log_likelihood(
             params, x, max_units=args.max_units, seed=args.seed, ais_runs=args.ais_runs,
             ais_betas=args.ais_betas,
@@ -661,7 +909,46 @@ def cmd_evaluate(args) -> int:
         f"log-likelihood ({how}) of {what}: {log_p.mean():.4f} +- {se:.4f} nats per example "
         f"over {len(log_p)} examples; log Z = {log_z:.4f}"
     )
+    if standardization is not None:
+        print(
+            f"(of the values standardised as the training data were; in the data's units the "
+            f"log-density is {log_p.mean() + log_jacobian(standardization):.4f} nats per example)"
+        )
     return 0
+
+
+_SAMPLE_FORMATS = (".npy", ".csv", ".fasta", ".fa")
+
+
+def _sample_path(out, alignment):
+    """--out with its format: .npy (default), .csv, or FASTA for a model of an alignment."""
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in _SAMPLE_FORMATS:
+        out, ext = (out + ".fasta", ".fasta") if alignment else (out + ".npy", ".npy")
+    if ext in (".fasta", ".fa") and not alignment:
+        raise UsageError(f"--out {out}: FASTA holds sequences; this model's samples are numbers")
+    if ext == ".csv" and alignment:
+        raise UsageError(f"--out {out}: write an alignment's samples as .fasta (or .npy)")
+    parent = os.path.dirname(out)
+    if parent and not os.path.isdir(parent):
+        raise UsageError(f"--out {out}: folder {parent} does not exist")
+    return out, ext
+
+
+def _write_samples(path, ext, sites, meta):
+    """Site values to ``path``: real values mapped back to the data's units by the recorded
+    standardisation; sequences decoded by the recorded alphabet."""
+    standardization = _standardization(meta)
+    if standardization is not None:
+        sites = standardization.invert(sites)  # float64, in the data's units
+    if ext in (".fasta", ".fa"):
+        strings = datasets.Alignment(sites, [], meta["alphabet"]).decode()
+        with open(path, "w") as f:
+            f.writelines(f">sample_{i}\n{seq}\n" for i, seq in enumerate(strings))
+    elif ext == ".csv":
+        np.savetxt(path, sites, delimiter=",", fmt="%.17g" if sites.dtype == np.float64 else "%g")
+    else:
+        np.save(path, sites)
 
 
 def cmd_sample(args) -> int:
@@ -669,10 +956,7 @@ def cmd_sample(args) -> int:
     for flag, value in (("-n", args.n), ("--sweeps", args.sweeps)):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"
-    parent = os.path.dirname(out)
-    if parent and not os.path.isdir(parent):
-        raise UsageError(f"--out {args.out}: folder {parent} does not exist")
+    out, ext = _sample_path(args.out, meta.get("alphabet") is not None)
     shape = meta.get("image_shape")
     if args.png and shape is None:
         raise UsageError(
@@ -699,13 +983,16 @@ def cmd_sample(args) -> int:
         else:
             v = _gibbs_samples(key, params, args.n, args.sweeps)
             how = f"{args.n} independent Gibbs chains after {args.sweeps} sweeps each"
-    v = np.asarray(v, np.float32)
-    np.save(out, v)
-    wrote = f"wrote {len(v)} samples ({how}) to {out}"
+        sites = np.asarray(params.visible_units.from_layer(v))
+    if sites.dtype.kind == "f":
+        sites = sites.astype(np.float32)
+    _write_samples(out, ext, sites, meta)
+    units = " in the data's units" if "standardization" in meta else ""
+    wrote = f"wrote {len(sites)} samples ({how}){units} to {out}"
     if args.png:
         from . import plots  # pyplot: imported on use
 
-        png = out[: -len(".npy")] + ".png"
+        png = os.path.splitext(out)[0] + ".png"
         fig = plots.plot_images(
             [(f"{min(len(v), 256)} samples ({'exact' if how == 'exact' else 'Gibbs'})", v[:256])],
             tuple(shape),

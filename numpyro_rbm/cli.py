@@ -5,6 +5,14 @@ r"""The ``numpyro-rbm`` command: train, evaluate and sample RBMs from the shell.
     $ numpyro-rbm train                        # 8x8 digits, 16 hidden units, PCD
     $ numpyro-rbm evaluate runs/<run>          # exact log-likelihood of the test split
     $ numpyro-rbm sample runs/<run> -n 64 --out samples.npy
+    $ numpyro-rbm train --data table.csv       # real values: Gaussian visible units
+    $ numpyro-rbm train --data family.fasta    # an alignment: Potts visible units
+
+The visible unit type is inferred from the data unless ``--visible-units`` is given; real
+values are standardised and the map recorded with the model (``evaluate`` applies it again,
+``sample`` maps back to the data's units); an alignment's alphabet is recorded (``sample``
+writes FASTA). Options shared with :func:`numpyro_rbm.fit` take fit's defaults (read from its
+signature when a command runs).
 
 ``train`` writes a run folder with the model, the metric history (CSV and JSON), figures
 (learning curves, weight filters, samples, trace and rank plots of the chains) and a
@@ -39,24 +47,48 @@ import warnings
 __all__ = ["main", "build_parser", "UsageError"]
 
 # Defaults of `train`; options left unset on the command line fall back to the run folder's
-# config.json on --resume, then to these.
+# config.json on --resume, then to these. None for the options FIT_OPTIONS names: those take
+# `numpyro_rbm.fit`'s own defaults, read from its signature when a command runs (so the
+# command and the API train the same model from the same data; parsing imports no JAX).
 TRAIN_DEFAULTS = dict(
     data="digits",
     key=None,
-    units="bernoulli",
+    units=None,  # inferred from the data (_commands.infer_units)
+    alphabet=None,
     test_data=None,
     test_fraction=0.2,
     image_shape=None,
     hidden=16,
-    method="pcd",
-    epochs=100,
-    batch_size=32,
-    learning_rate=0.005,
-    k=1,
-    chains=100,
-    seed=0,
+    hidden_units=None,
+    method=None,
+    epochs=None,
+    batch_size=None,
+    learning_rate=None,
+    k=None,
+    chains=None,
+    seed=None,
     float64=False,
 )
+
+#: `train` option -> the `numpyro_rbm.fit` argument whose default it takes.
+FIT_OPTIONS = dict(
+    hidden_units="hidden_units",
+    method="method",
+    epochs="epochs",
+    batch_size="batch_size",
+    learning_rate="learning_rate",
+    k="k",
+    chains="num_chains",
+    seed="seed",
+)
+
+#: Visible unit types `train` reads data for, and the hidden ones it offers.
+VISIBLE_UNITS = ("bernoulli", "spin", "gaussian", "potts")
+HIDDEN_UNITS = ("bernoulli", "spin", "relu", "drelu")
+#: File extensions read as FASTA alignments (Potts visible units).
+FASTA_EXTENSIONS = (".fasta", ".fas", ".fa", ".faa", ".afa")
+
+_FIT = "default: numpyro_rbm.fit's"
 
 
 class UsageError(ValueError):
@@ -99,27 +131,46 @@ def _add_train(sub):
     add(
         "--data",
         metavar="DATA",
-        help="digits (default), bars-and-stripes:N, or a .npy/.npz/.csv file of 0/1 (or -1/+1 "
-        "with --units spin) values, one example per row",
+        help="digits (default), bars-and-stripes:N, a .npy/.npz/.csv table (one example per "
+        "row: 0/1 or -1/+1 values for binary units, real values for Gaussian units) or a "
+        "FASTA alignment (.fasta, .fa, .fas, .faa, .afa) for Potts units",
     )
     add("--key", metavar="NAME", help="the array to read from a .npz file holding several")
-    add("--units", choices=["bernoulli", "spin"], help="visible unit type (default bernoulli)")
+    add(
+        "--visible-units",
+        "--units",
+        dest="units",
+        choices=VISIBLE_UNITS,
+        help="visible unit type (default: inferred from the data: potts for a FASTA file, "
+        "bernoulli for 0/1 values, spin for -1/+1, gaussian for other real values)",
+    )
+    add(
+        "--hidden-units",
+        choices=HIDDEN_UNITS,
+        help=f"hidden unit type ({_FIT}, bernoulli)",
+    )
+    add(
+        "--alphabet",
+        metavar="SYMBOLS",
+        help="the symbols of a FASTA alignment, e.g. ACGT- (default: the 20 amino acids and "
+        "the gap, ACDEFGHIKLMNPQRSTVWY-)",
+    )
     add("--test-data", metavar="FILE", help="held-out examples (default: a split of --data)")
     add("--test-fraction", type=float, metavar="F", help="share of --data held out (default 0.2)")
     add("--image-shape", type=_parse_image_shape, metavar="HxW", help="draw rows as images")
     add("--hidden", type=int, metavar="N", help=f"hidden units (default {D['hidden']})")
-    add("--method", choices=["cd", "pcd", "pt"], help=f"estimator (default {D['method']})")
-    add("--epochs", type=int, metavar="N", help=f"passes over the data (default {D['epochs']})")
-    add("--batch-size", type=int, metavar="N", help=f"per step (default {D['batch_size']})")
+    add("--method", choices=["cd", "pcd", "pt"], help=f"estimator ({_FIT})")
     add(
-        "--learning-rate",
-        type=float,
-        metavar="LR",
-        help=f"initial Adam step size (default {D['learning_rate']})",
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"passes over the data ({_FIT}: 100, or more for 10,000 updates)",
     )
-    add("--k", type=int, metavar="N", help=f"Gibbs sweeps per step (default {D['k']})")
-    add("--chains", type=int, metavar="N", help=f"persistent chains (default {D['chains']})")
-    add("--seed", type=int, metavar="N", help=f"random seed (default {D['seed']})")
+    add("--batch-size", type=int, metavar="N", help=f"examples per step ({_FIT})")
+    add("--learning-rate", type=float, metavar="LR", help=f"initial Adam step size ({_FIT})")
+    add("--k", type=int, metavar="N", help=f"Gibbs sweeps per step ({_FIT})")
+    add("--chains", type=int, metavar="N", help=f"persistent chains ({_FIT})")
+    add("--seed", type=int, metavar="N", help=f"random seed ({_FIT})")
     add("--float64", action="store_const", const=True, help="compute in double precision")
     add("--out", metavar="DIR", help="run folder (default runs/NAME or runs/<timestamp>)")
     add("--name", metavar="NAME", help="run name, for the folder runs/NAME")
@@ -143,7 +194,12 @@ def _add_evaluate(sub):
     )
     add = e.add_argument
     add("model", help="a run folder or its model.npz")
-    add("--data", metavar="FILE", help="a .npy/.npz/.csv file (default: the run's test split)")
+    add(
+        "--data",
+        metavar="FILE",
+        help="a .npy/.npz/.csv table or a FASTA alignment, as the run was trained on (default: "
+        "the run's test split); real values are standardised as the training data were",
+    )
     add("--key", metavar="NAME", help="the array to read from a .npz file holding several")
     add(
         "--max-units",
@@ -169,12 +225,18 @@ def _add_sample(sub):
         "sample",
         help="draw samples from a trained model",
         description="Draw samples: exact when enumerable, else independent Gibbs chains. "
-        "Writes FILE.npy, and with --png also image tiles FILE.png.",
+        "Writes FILE.npy (or FILE.csv), in the data's own units for real-valued data; a FASTA "
+        "file of sequences for a model of an alignment; with --png also image tiles FILE.png.",
     )
     add = s.add_argument
     add("model", help="a run folder or its model.npz")
     add("-n", type=int, default=64, help="number of samples (default 64)")
-    add("--out", required=True, metavar="FILE", help="the .npy file to write")
+    add(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the file to write: .npy (default) or .csv; .fasta for a model of an alignment",
+    )
     add("--method", choices=["auto", "exact", "gibbs"], default="auto", help="default auto")
     add("--sweeps", type=int, default=1000, metavar="N", help="Gibbs sweeps per chain (1000)")
     add(

@@ -35,6 +35,7 @@ __all__ = [
     "Standardization",
     "standardize",
     "load_real",
+    "read_table",
     "AMINO_ACIDS",
     "Alignment",
     "encode_sequences",
@@ -406,6 +407,45 @@ def load_real(path, *, key: str | None = None) -> tuple[np.ndarray, Standardizat
     if ext not in readers:
         raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
     return standardize(readers[ext](path), name=path)
+
+
+def read_table(path, *, key: str | None = None) -> np.ndarray:
+    """Reads a real-valued matrix (``.npy``, ``.npz`` or ``.csv``, as :func:`load`) as it is,
+    unstandardised: the input of :func:`standardize` when the standardisation must come from
+    some rows only (a training split) and be applied to others.
+
+    Returns:
+        A ``float64`` array ``(n_examples, n_features)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for an unsupported or unreadable file, a cell that is not a number (its
+            line and column), a ragged CSV, a shape that is not 2-D, or a non-finite value.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    readers = {".npy": _read_npy, ".npz": lambda p: _read_npz(p, key), ".csv": _read_csv}
+    if ext not in readers:
+        raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
+    x = np.asarray(readers[ext](path))
+    if x.dtype == bool or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise ValueError(f"{path}: expected numbers, got an array of dtype {x.dtype}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(
+            f"{path}: expected a non-empty 2-D array (one example per row), got shape {x.shape}"
+        )
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(
+            f"{path}: non-finite values (NaN or inf) at {_where(~finite, x)}; remove or impute "
+            "those entries"
+        )
+    return x
 
 
 # --- aligned sequences (Potts visible units) ------------------------------------------------

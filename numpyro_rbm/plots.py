@@ -27,6 +27,11 @@ __all__ = [
     "plot_learning_curves",
     "plot_chain_trace",
     "plot_chain_rank",
+    "plot_marginals",
+    "plot_correlations",
+    "plot_site_frequencies",
+    "plot_pair_correlations",
+    "plot_site_logo",
     "save",
 ]
 
@@ -236,6 +241,150 @@ def plot_chain_rank(draws, name: str = "free_energy", title: str | None = None):
     ax.set_title(title or f"Rank plot of {name} (flat bars = chains agree)")
     ax.set_xlabel("rank (all chains pooled)", fontsize=11)
     ax.set_ylabel("chain", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --- real-valued data (Gaussian visible units) ---------------------------------------------
+
+_MAX_PANELS = 16  # features drawn by plot_marginals (more are unreadable)
+
+
+def plot_marginals(data, samples, model_label: str = "model samples", names=None):
+    """Per-feature histograms of the data and of model samples, on shared bins.
+
+    Args:
+        data: ``(n, n_features)`` in the data's units.
+        samples: ``(m, n_features)`` model samples in the same units.
+        model_label: what the samples are (e.g. "exact samples from the model").
+        names: feature names (default ``x0, x1, ...``); the first 16 features are drawn.
+    """
+    data, samples = np.asarray(data, np.float64), np.asarray(samples, np.float64)
+    n = min(data.shape[1], _MAX_PANELS)
+    names = [f"x{j}" for j in range(n)] if names is None else list(names)
+    ncols = min(n, 4)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        if j >= n:
+            ax.axis("off")
+            continue
+        both = np.concatenate([data[:, j], samples[:, j]])
+        bins = np.linspace(both.min(), both.max(), 31) if np.ptp(both) > 0 else 10
+        ax.hist(data[:, j], bins=bins, density=True, alpha=0.5, color="tab:blue", label="data")
+        ax.hist(
+            samples[:, j], bins=bins, density=True, histtype="step", lw=1.6, color="tab:red",
+            label=model_label,
+        )  # fmt: skip
+        ax.set_title(names[j], fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    shown = f" (first {n} of {data.shape[1]})" if n < data.shape[1] else ""
+    fig.suptitle(f"Per-feature marginals{shown}: data vs {model_label}")
+    fig.tight_layout()
+    return fig
+
+
+def _correlation(x):
+    x = np.asarray(x, np.float64)
+    std = x.std(0)
+    z = (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+    return z.T @ z / len(z)
+
+
+def plot_correlations(data, samples, model_label: str = "model samples"):
+    """Pearson correlation matrices of the data and of model samples, and their off-diagonal
+    entries against each other (points on the diagonal: the model reproduces them)."""
+    c_data, c_model = _correlation(data), _correlation(samples)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
+    for ax, c, title in ((axes[0], c_data, "data"), (axes[1], c_model, model_label)):
+        im = ax.imshow(c, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="none")
+        ax.set_title(f"Correlations: {title}", fontsize=10)
+        ax.set_xlabel("feature")
+        ax.set_ylabel("feature")
+    fig.colorbar(im, ax=axes[:2], shrink=0.8, label="Pearson r")
+    upper = np.triu_indices_from(c_data, k=1)
+    _scatter_identity(axes[2], c_data[upper], c_model[upper], "data", model_label)
+    axes[2].set_title("Off-diagonal correlations", fontsize=10)
+    return fig
+
+
+def _scatter_identity(ax, x, y, xlabel, ylabel):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    size = float(np.clip(3000 / max(len(x), 1), 4, 30))  # few points: larger dots
+    ax.scatter(x, y, s=size, alpha=0.6, color="tab:purple", linewidths=0)
+    lo = float(min(x.min(), y.min(), 0.0)) if len(x) else 0.0
+    hi = float(max(x.max(), y.max(), 0.0)) if len(x) else 1.0
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+    if len(x) > 1 and np.std(x) > 0 and np.std(y) > 0:
+        r = np.corrcoef(x, y)[0, 1]
+        ax.text(0.04, 0.94, f"r = {r:.3f} over {len(x)} entries", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+# --- alignments (Potts visible units) -------------------------------------------------------
+
+
+def plot_site_frequencies(f_data, f_model, model_label: str = "model samples"):
+    """Every single-site frequency :math:`f_i(a)` of the model against the data's, ``(L, q)``
+    each."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    _scatter_identity(ax, np.ravel(f_data), np.ravel(f_model), "data f_i(a)", model_label)
+    ax.set_title("Site frequencies f_i(a): model vs data")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pair_correlations(c_data, c_model, model_label: str = "model samples"):
+    r"""Connected pair correlations :math:`C_{ij}(a, b) = f_{ij}(a, b) - f_i(a) f_j(b)`
+    (:math:`i < j`) of the model against the data's, as flat arrays of the same entries."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    _scatter_identity(ax, c_data, c_model, "data C_ij(a,b)", model_label)
+    ax.set_title("Pair correlations C_ij(a,b), i < j: model vs data")
+    fig.tight_layout()
+    return fig
+
+
+_MAX_SITES = 60  # sites drawn by plot_site_logo
+
+
+def plot_site_logo(f_data, f_model, alphabet: str, model_label: str = "model samples"):
+    r"""A sequence-logo-like plot of the data and of the model, one above the other: at each
+    site :math:`i` the symbols are stacked, largest on top, each with height
+    :math:`f_i(a) \, I_i` where :math:`I_i = \log_2 q - H_i` bits is the site's information
+    content (Schneider & Stephens, *Sequence logos*, Nucleic Acids Research 1990); symbols
+    tall enough to read are written on their bar.
+
+    Args:
+        f_data, f_model: site frequencies ``(L, q)``.
+        alphabet: the ``q`` symbols.
+    """
+    q = len(alphabet)
+    cmap = plt.get_cmap("tab20")
+    colours = [cmap(a % 20) for a in range(q)]
+    length = min(np.shape(f_data)[0], _MAX_SITES)
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.32 * length + 1.5), 5.6), sharex=True)
+    for ax, f, title in ((axes[0], f_data, "data"), (axes[1], f_model, model_label)):
+        f = np.asarray(f, np.float64)[:length]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.sum(np.where(f > 0, f * np.log2(f), 0.0), axis=1)
+        heights = f * (np.log2(q) - entropy)[:, None]
+        for i in range(length):
+            bottom = 0.0
+            for a in np.argsort(heights[i]):
+                h = heights[i, a]
+                if h <= 0:
+                    continue
+                ax.bar(i, h, bottom=bottom, width=0.9, color=colours[a], linewidth=0)
+                if h > 0.08 * np.log2(q):
+                    ax.text(i, bottom + h / 2, alphabet[a], ha="center", va="center", fontsize=8)
+                bottom += h
+        ax.set_ylim(0, np.log2(q))
+        ax.set_ylabel("bits")
+        ax.set_title(f"Site logo: {title}", fontsize=10)
+    axes[1].set_xlabel("site" + (f" (first {length})" if length < np.shape(f_data)[0] else ""))
     fig.tight_layout()
     return fig
 

@@ -318,7 +318,8 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     bad = tiny["data"].copy()
     bad[3, 2] = 0.5
     np.save(tmp_path / "bad.npy", bad)
-    _fails(["train", "--data", tmp_path / "bad.npy"], "row 3, column 2 (value 0.5)")
+    binary = ["--visible-units", "bernoulli"]  # else a 0.5 makes the data real-valued
+    _fails(["train", "--data", tmp_path / "bad.npy", *binary], "row 3, column 2 (value 0.5)")
     _fails(["train", "--data", tmp_path / "missing.csv"], "missing.csv: no such file")
     (tmp_path / "ragged.csv").write_text("0,1\n1\n")
     _fails(["train", "--data", tmp_path / "ragged.csv"], "ragged", "line 2")
@@ -335,9 +336,13 @@ def test_bad_input_exit_code_and_message(tiny, tmp_path):
     _fails(["evaluate", tiny["run"], "--data", tmp_path / "wide.npy"], "5 columns", "4 visible")
     _fails(["sample", tiny["run"], "--out", tmp_path / "no" / "x.npy"], "does not exist")
     # 0/1 data with --units spin: which flag to use, not a list of every bad value.
-    _fails(["train", "--data", tiny["data_file"], "--units", "spin"], "pass --units bernoulli")
+    _fails(
+        ["train", "--data", tiny["data_file"], "--units", "spin"], "pass --visible-units bernoulli"
+    )
     np.save(tmp_path / "gray.npy", np.arange(64.0).reshape(8, 8) % 9)  # bad values everywhere
-    _fails(["train", "--data", tmp_path / "gray.npy"], "row 0, column 2 (value 2); 8 rows have")
+    _fails(
+        ["train", "--data", tmp_path / "gray.npy", *binary], "row 0, column 2 (value 2); 8 rows"
+    )
     np.savez(tmp_path / "two.npz", a=tiny["data"], b=tiny["data"])
     _fails(["train", "--data", tmp_path / "two.npz"], "choose one with --key NAME")
     _fails(["train", "--data", tiny["data_file"], "--key", "a"], "not an .npz file")
@@ -389,35 +394,14 @@ def test_help_imports_neither_jax_nor_arviz():
     assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
 
 
-def test_console_script_trains_on_digits_by_default(tmp_path):
-    """The installed `numpyro-rbm` in a real subprocess, on the default data (the digits),
-    keeping its compiled programs in the folder the environment names."""
-    script = shutil.which("numpyro-rbm", path=os.path.dirname(sys.executable))
-    command = [script] if script else [sys.executable, "-m", "numpyro_rbm"]
-    run, cache = tmp_path / "digits", tmp_path / "cache"
-    env = dict(os.environ, NUMPYRO_RBM_COMPILE_CACHE="1", NUMPYRO_RBM_CACHE_DIR=str(cache))
-    done = subprocess.run(
-        command + ["train", "--hidden", "4", "--epochs", "1", "--chains", "8"]
-        + ["--diagnostic-sweeps", "30", "--out", str(run), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )  # fmt: skip
-    assert len(list(cache.iterdir())) > 10  # training, evaluation and sampling programs
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0] == f"run folder: {run} (model, history.csv/json, 5 figures)"
-    assert re.match(r"test log-likelihood \(exact\): -\d+\.\d{4} \+- \d\.\d{4}", lines[1])
-    assert lines[2].startswith("chains: ")
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["n_train"] == 1438 and summary["n_test"] == 359
-    assert -64 * np.log(2) < summary["test_log_likelihood"] < 0  # better than coin flips
-    params, meta = rbm_io.load_params(run / "model.npz")
-    assert params.weights.shape == (64, 4) and meta["image_shape"] == [8, 8]
-    for name in FIGURES:
-        assert matplotlib.image.imread(run / name)[..., :3].std() > 0.05, name
+def test_digits_are_the_default_data():
+    """`train` without --data trains on the bundled digits, split 1438 / 359 (the console
+    script itself is run end to end, in a subprocess, by the alignment_run fixture)."""
+    assert cli.build_parser().parse_args(["train"]).data is None
+    assert cli.TRAIN_DEFAULTS["data"] == "digits"
+    data = _commands.load_data("digits")
+    assert (len(data.train), len(data.test), data.image_shape) == (1438, 359, (8, 8))
+    assert data.kind == "binary" and set(np.unique(data.train)) == {0.0, 1.0}
 
 
 def test_python_dash_m_runs_the_same_main(tmp_path, monkeypatch, capsys):
@@ -426,3 +410,227 @@ def test_python_dash_m_runs_the_same_main(tmp_path, monkeypatch, capsys):
         runpy.run_module("numpyro_rbm", run_name="__main__")
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("numpyro-rbm evaluate: error:")
+
+
+# --- real-valued tables and alignments ------------------------------------------------------
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+TABLE = os.path.join(EXAMPLES, "data", "measurements.csv")  # examples/cli_data.py wrote them
+ALIGNMENT = os.path.join(EXAMPLES, "data", "alignment.fasta")
+TINY = ("--hidden", 3, "--epochs", 2, "--chains", 8, "--diagnostic-sweeps", 60)
+
+
+def _train_run(folder, data, *options):
+    run = folder / "run"
+    code, out, err = run_cli("train", "--data", data, *TINY, "--out", run, *options)
+    assert code == 0, err
+    return dict(folder=folder, run=run, out=out, err=err)
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    """The CLI trained on the generated real-valued table (Gaussian units inferred)."""
+    return _train_run(tmp_path_factory.mktemp("table"), TABLE)
+
+
+@pytest.fixture(scope="module")
+def alignment_run(tmp_path_factory):
+    """The installed `numpyro-rbm` console script, in a real subprocess, trained on the
+    generated alignment (Potts units inferred), keeping its compiled programs in the folder
+    the environment names."""
+    script = shutil.which("numpyro-rbm", path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, "-m", "numpyro_rbm"]
+    folder = tmp_path_factory.mktemp("alignment")
+    run, cache = folder / "run", folder / "cache"
+    env = dict(os.environ, NUMPYRO_RBM_COMPILE_CACHE="1", NUMPYRO_RBM_CACHE_DIR=str(cache))
+    done = subprocess.run(
+        command + ["train", "--data", ALIGNMENT, *map(str, TINY), "--out", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    return dict(run=run, out=done.stdout, err=done.stderr, cache=cache)
+
+
+def _split(n, seed=0, fraction=0.2):
+    """The CLI's train / test rows: a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = round(fraction * n)
+    return order[n_test:], order[:n_test]
+
+
+def _hidden_states(n):
+    return np.array([[(k >> j) & 1 for j in range(n)] for k in range(2**n)], np.float64)
+
+
+def gaussian_log_p(params, z):
+    """log p(z) of a Gaussian-Bernoulli RBM as the mixture over its 2^n_h hidden states,
+    p(z) = sum_h p(h) N(z; phi/lambda, 1/lambda) with phi = b + W h (NumPy, from the energy
+    of numpyro_rbm.units.Gaussian: sum lambda z^2/2 - b z - z W h - c h)."""
+    w, b, c = (
+        np.asarray(a, np.float64)
+        for a in (params.weights, params.visible_bias, params.hidden_bias)
+    )
+    lam = np.exp(np.asarray(params.visible_unit_params["log_precision"], np.float64))
+    hs = _hidden_states(w.shape[1])
+    phi = b + hs @ w.T  # (2^n_h, n_v)
+    log_ph = hs @ c + np.sum(phi**2 / (2 * lam), axis=1)
+    log_ph -= logsumexp(log_ph)
+    mu = phi / lam
+    log_n = -0.5 * lam * (z[:, None, :] - mu) ** 2 + 0.5 * np.log(lam / (2 * np.pi))
+    return logsumexp(log_ph + log_n.sum(-1), axis=1)
+
+
+def potts_log_p(params, sequences, q):
+    """log p(x) of a Potts-Bernoulli RBM by enumerating its hidden states (NumPy)."""
+    w, b, c = (
+        np.asarray(a, np.float64)
+        for a in (params.weights, params.visible_bias, params.hidden_bias)
+    )
+    n_sites = b.size // q
+    hs = _hidden_states(w.shape[1])
+    fields = (b + hs @ w.T).reshape(len(hs), n_sites, q)  # (2^n_h, L, q)
+    log_z = logsumexp(hs @ c + logsumexp(fields, axis=2).sum(1))
+    picked = fields[:, np.arange(n_sites), sequences].sum(-1).T  # (N, 2^n_h): sum_i phi_i,x_i
+    return logsumexp(hs @ c + picked, axis=1) - log_z
+
+
+def _figures_drawn(run, kind):
+    for name in _commands.FIGURES[kind]:
+        image = matplotlib.image.imread(run / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 100, name
+        assert image[..., :3].std() > 0.05, f"{name} looks blank"
+
+
+def test_real_valued_table_end_to_end(table_run, tmp_path):
+    run, out = table_run["run"], table_run["out"]
+    assert "visible units: gaussian (inferred:" in out and "holds real values" in out
+    params, meta = rbm_io.load_params(run / "model.npz")
+    assert params.visible_units.name == "gaussian" and meta["units"] == "gaussian"
+    assert params.weights.shape == (6, 3)
+    _figures_drawn(run, "real")
+    # The standardisation is the training rows' (not the test rows'), recorded exactly.
+    raw = datasets.read_table(TABLE)
+    train, test = _split(len(raw))
+    std = datasets.Standardization.from_metadata(meta)
+    np.testing.assert_array_equal(std.mean, raw[train].mean(0))
+    np.testing.assert_array_equal(std.scale, raw[train].std(0))
+    np.testing.assert_allclose(std.invert(std.apply(raw)), raw, rtol=1e-6, atol=1e-6)
+    # Exact test log-likelihood of the standardised values, and in the data's units.
+    log_p = gaussian_log_p(params, (raw[test] - std.mean) / std.scale)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["log_likelihood_method"] == "exact"
+    np.testing.assert_allclose(summary["test_log_likelihood"], log_p.mean(), atol=1e-4)
+    in_units = log_p.mean() - np.log(std.scale).sum()
+    np.testing.assert_allclose(summary["test_log_likelihood_data_units"], in_units, atol=1e-4)
+    # evaluate applies the recorded standardisation again, to the split and to a file.
+    code, out, err = run_cli("evaluate", run)
+    assert code == 0, err
+    printed = re.search(r"\(exact\) of measurements test split: (-?\d+\.\d+)", out)
+    assert printed and float(printed.group(1)) == pytest.approx(log_p.mean(), abs=2e-4), out
+    units = re.search(r"data's units the log-density is (-?\d+\.\d+)", out)
+    assert units and float(units.group(1)) == pytest.approx(in_units, abs=2e-4), out
+    code, out, err = run_cli("evaluate", run, "--data", TABLE)
+    assert code == 0, err
+    whole = gaussian_log_p(params, (raw - std.mean) / std.scale).mean()
+    assert float(re.search(r": (-?\d+\.\d+) \+-", out).group(1)) == pytest.approx(whole, abs=2e-4)
+    # sample writes the model's exact samples in the data's units: the inverse map, exactly.
+    n = _commands.FIGURE_SAMPLES  # the size the figures compiled for
+    code, out, err = run_cli("sample", run, "-n", n, "--out", tmp_path / "s.csv")
+    assert code == 0 and "(exact) in the data's units" in out, err
+    written = np.loadtxt(tmp_path / "s.csv", delimiter=",")
+    z = np.asarray(_commands._exact_samples(_commands.jax.random.key(0), params, n, 20))
+    np.testing.assert_array_equal(written, std.invert(z.astype(np.float32)))
+    np.testing.assert_array_equal(std.apply(written), z.astype(np.float32))
+
+
+def test_alignment_end_to_end(alignment_run, tmp_path):
+    run, out = alignment_run["run"], alignment_run["out"]
+    assert "visible units: potts (inferred:" in out and "is a FASTA alignment" in out
+    assert len(list(alignment_run["cache"].iterdir())) > 10  # the compile cache is on
+    report = out.splitlines()[-3:]
+    n_figures = len(_commands.FIGURES["alignment"])
+    assert report[0] == f"run folder: {run} (model, history.csv/json, {n_figures} figures)"
+    assert re.match(r"test log-likelihood \(exact\): -\d+\.\d{4} \+- \d\.\d{4}", report[1])
+    assert report[2].startswith("chains: ")
+    params, meta = rbm_io.load_params(run / "model.npz")
+    q = len(datasets.AMINO_ACIDS)
+    assert meta["alphabet"] == datasets.AMINO_ACIDS and meta["units"] == f"potts({q})"
+    assert params.weights.shape == (12 * q, 3)
+    _figures_drawn(run, "alignment")
+    sequences = datasets.read_fasta(ALIGNMENT).sequences
+    _, test = _split(len(sequences))
+    log_p = potts_log_p(params, sequences[test], q)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["log_likelihood_method"] == "exact"
+    np.testing.assert_allclose(summary["test_log_likelihood"], log_p.mean(), atol=1e-3)
+    code, out, err = run_cli("evaluate", run)
+    assert code == 0, err
+    printed = re.search(r"\(exact\) of alignment test split: (-?\d+\.\d+)", out)
+    assert printed and float(printed.group(1)) == pytest.approx(log_p.mean(), abs=2e-3), out
+    # sample writes FASTA in the recorded alphabet; read back, it is the exact samples.
+    n = _commands.FIGURE_SAMPLES
+    code, out, err = run_cli("sample", run, "-n", n, "--out", tmp_path / "s")
+    assert code == 0 and out.startswith(f"wrote {n} samples (exact) to "), err
+    back = datasets.read_fasta(tmp_path / "s.fasta")
+    v = _commands._exact_samples(_commands.jax.random.key(0), params, n, 20)
+    np.testing.assert_array_equal(back.sequences, params.visible_units.from_layer(v))
+    assert back.names[:2] == ["sample_0", "sample_1"]
+
+
+def test_new_data_types_bad_input(table_run, alignment_run, tmp_path):
+    table, aln = table_run["run"], alignment_run["run"]
+    (tmp_path / "odd.fasta").write_text(">a\nACDE\n>b\nACBE\n")
+    _fails(["train", "--data", tmp_path / "odd.fasta"], "row 1 ('b'), column 2", "'B'", "--alph")
+    (tmp_path / "ragged.fasta").write_text(">a\nACDE\n>b\nACD\n")
+    _fails(["train", "--data", tmp_path / "ragged.fasta"], "row 1 ('b') has length 3")
+    (tmp_path / "cell.csv").write_text("x,y\n1.5,2\n0.5,n/a\n")
+    _fails(["train", "--data", tmp_path / "cell.csv"], "line 3 (data row 1), column 1", "'n/a'")
+    (tmp_path / "nan.csv").write_text("1.5,2\n0.5,nan\n")
+    _fails(["train", "--data", tmp_path / "nan.csv"], "row 1, column 1 (value nan)")
+    # unit types that do not match the data
+    _fails(["train", "--data", TABLE, "--visible-units", "potts"], "reads FASTA alignments")
+    _fails(["train", "--data", ALIGNMENT, "--visible-units", "gaussian"], "is a FASTA alignment")
+    _fails(["train", "--data", TABLE, "--visible-units", "bernoulli"], "must be 0 or 1")
+    _fails(["train", "--visible-units", "gaussian"], "built-in digits data are binary")
+    _fails(["evaluate", aln, "--data", TABLE], "reads FASTA alignments")
+    _fails(["evaluate", table, "--data", ALIGNMENT], "is a FASTA alignment")
+    np.savetxt(tmp_path / "narrow.csv", np.ones((3, 2)), delimiter=",")
+    _fails(["evaluate", table, "--data", tmp_path / "narrow.csv"], "2 columns", "6 visible")
+    (tmp_path / "short.fasta").write_text(">a\nACDE\n")
+    _fails(["evaluate", aln, "--data", tmp_path / "short.fasta"], "4 columns", "12 sites")
+    _fails(["sample", aln, "--out", tmp_path / "s.csv"], "as .fasta")
+    _fails(["sample", table, "--out", tmp_path / "s.fasta"], "FASTA holds sequences")
+
+
+def test_visible_units_inferred_from_the_data(tmp_path):
+    cases = {"bits.csv": ([[0, 1], [1, 1]], "bernoulli"), "spins.npy": ([[-1, 1]], "spin")}
+    cases["real.npy"] = ([[0, 1], [1, 0.5]], "gaussian")
+    for name, (x, expected) in cases.items():
+        path = tmp_path / name
+        np.savetxt(path, x, delimiter=",") if name.endswith(".csv") else np.save(path, x)
+        units, why = _commands.infer_units(str(path))
+        assert units == expected, (name, why)
+    assert "row 1, column 1 is 0.5" in why
+    assert _commands.infer_units(ALIGNMENT)[0] == "potts"
+    assert _commands.infer_units("digits")[0] == "bernoulli"
+
+
+def test_train_defaults_are_fits(tmp_path):
+    """The options train shares with fit default to fit's signature (the issue: the command
+    used batch 32 and learning rate 0.005 against fit's 10 and 0.01)."""
+    import inspect
+
+    from numpyro_rbm.learning import fitting
+
+    args = cli.build_parser().parse_args(["train", "--out", str(tmp_path / "run")])
+    config = _commands._train_config(args, str(tmp_path / "run"))
+    signature = inspect.signature(fitting.fit).parameters
+    for option, name in cli.FIT_OPTIONS.items():
+        assert config[option] == signature[name].default, option
+    assert (config["float64"], signature["dtype"].default) == (False, "float32")
+    assert (config["batch_size"], config["learning_rate"]) == (10, 0.01)
+    # the parser leaves them unset, so they cannot drift from fit's
+    assert all(cli.TRAIN_DEFAULTS[option] is None for option in cli.FIT_OPTIONS)
