@@ -58,3 +58,8 @@ def test_denoise_digit(examples, tmp_path):
     results = examples("denoise_digit").main(["--quick", "--out", str(tmp_path)])
     assert results["failed"] == []  # converged, error ratio, flip rate in the HDI
     assert (tmp_path / "posterior_mean.png").exists()
+
+
+def test_svi_is_pcd(examples):
+    results = examples("svi_is_pcd").main(["--quick"])
+    assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)

@@ -136,6 +136,7 @@ def test_svi_update_is_the_engines_pcd_update():
         np.testing.assert_allclose(loss, -40 * jnp.mean(lp), rtol=1e-5)
 
 
+@pytest.mark.statistical
 def test_rbm_reports_tracked_log_z_with_age_and_error(x64):
     """``value="tracked"``: exact at a refresh (age 0), then moved by importance sampling
     with an age and a positive standard error; a model run under handlers records it."""
