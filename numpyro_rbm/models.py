@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import primitives
 
 from .ais import choose_method
@@ -120,12 +121,19 @@ class SML:
         data = self.init_data
         if data is None:
             data = _random_rows(key, params, getattr(self.phase, "num_chains", 100))
-        data = jnp.asarray(data, params.weights.dtype)
-        refresh = self.refresh_every if self.method(params) == "tracked" else None
-        chains, tracked = _initial_state(self.phase, refresh, key, params, data)
+        else:  # concrete rows: phases may compute from them (PT's base-rate model)
+            data = jnp.asarray(np.asarray(data, params.weights.dtype))
+        try:
+            chains = self.phase.init(key, params, data, data.shape[0])
+        except jax.errors.TracerArrayConversionError:
+            raise ValueError(
+                f"{type(self.phase).__name__}.init computes from its starting rows (e.g. "
+                "parallel tempering's base-rate model), which random starts inside a traced "
+                "model cannot give: pass sml(..., init_data=training_rows)"
+            ) from None
         state = {self.state_key(params): chains}
-        if tracked is not None:
-            state["log_z"] = tracked
+        if self.method(params) == "tracked":
+            state["log_z"] = initial_tracked(params, self.refresh_every)
         return state
 
     def resolve_log_z(self, params: RBMParams) -> SMLLogZ:
@@ -178,14 +186,6 @@ def _random_rows(key, params: RBMParams, num: int):
     """``num`` random visible layer states (the unit type's ``random_layer``)."""
     field = jnp.broadcast_to(params.visible_bias, (num, params.n_visible))
     return params.visible_layer.random_layer(jax.random.fold_in(key, 1), field)
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _initial_state(phase: NegativePhase, refresh_every, key, params: RBMParams, data):
-    """The phase's chains from ``data``, and (with ``refresh_every``) a tracked estimate due
-    for a refresh."""
-    chains = phase.init(key, params, data, data.shape[0])
-    return chains, None if refresh_every is None else initial_tracked(params, refresh_every)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
