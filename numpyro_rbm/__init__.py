@@ -18,7 +18,7 @@ _SUBMODULES = (
     "core", "datasets", "diagnostics", "io", "kernels", "learning", "partition", "potts", "units",
 )  # fmt: skip
 # Modules that were attributes of the package once it was imported (before it was lazy).
-_OTHER_MODULES = ("clamp", "distribution", "infer", "training")
+_OTHER_MODULES = ("clamp", "distribution", "infer", "models", "training")
 
 # name -> the module that defines it
 _NAMES = {
@@ -34,6 +34,7 @@ _NAMES = {
     "enable_compile_cache": "compile_cache",
     "RBMGibbs": "infer",
     **dict.fromkeys(["EnumerationTooLarge", "log_partition", "sample_exact"], "partition"),
+    **dict.fromkeys(["SML", "SMLContextError", "SMLLogZ", "sml"], "models"),
     **dict.fromkeys(
         ["ChainsNotMixing", "FitResult", "TrainingDiverged", "TrainState", "cd_negative", "fit",
          "free_energy_loss", "loss_gradient", "pcd_negative", "pt_negative"], "learning"),
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
         pcd_negative,
         pt_negative,
     )
+    from .models import SML, SMLContextError, SMLLogZ, sml  # noqa: F401
     from .partition import EnumerationTooLarge, log_partition, sample_exact  # noqa: F401
     from .units import (  # noqa: F401
         Bernoulli,
@@ -183,6 +185,10 @@ __all__ = [
     "clamp_params",
     "clamped_log_partition",
     "RBMGibbs",
+    "sml",
+    "SML",
+    "SMLLogZ",
+    "SMLContextError",
     # learning
     "fit",
     "FitResult",

@@ -209,6 +209,9 @@ class RBM(Distribution):
     # --- construction helpers -------------------------------------------------------------
 
     def _resolve_log_z(self, log_z, batch_shape, dtype):
+        if callable(getattr(log_z, "resolve_log_z", None)):  # sml(...): numpyro_rbm.models
+            self.log_z_info = log_z.resolve_log_z(self.params)
+            return "sml", jnp.asarray(self.log_z_info.log_z, dtype)
         if isinstance(log_z, str):
             if log_z != "exact":
                 raise ValueError(
@@ -298,7 +301,8 @@ class RBM(Distribution):
 
     @property
     def log_z_mode(self) -> str | None:
-        """``"exact"``, ``"supplied"`` (a given value, typically an estimate) or ``None``."""
+        """``"exact"``, ``"supplied"`` (a given value, typically an estimate), ``"sml"``
+        (:func:`numpyro_rbm.sml`: its value and error in ``log_z_info``) or ``None``."""
         return self._log_z_mode
 
     @property

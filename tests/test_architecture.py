@@ -39,6 +39,7 @@ LAYERS = {
     "distribution": 5,
     "clamp": 5,
     "infer": 5,
+    "models": 5,
     "sklearn": 5,
     "cli": 5,
     "_commands": 5,

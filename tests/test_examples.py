@@ -70,3 +70,8 @@ def test_impute(examples):
     results = examples("impute").main(["--quick"])
     assert results["failed"] == []  # known entries kept, both fills beat the column baselines
     assert results["error_rbm"] < results["error_mean"]
+
+
+def test_svi_is_pcd(examples):
+    results = examples("svi_is_pcd").main(["--quick"])
+    assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)

@@ -1,0 +1,250 @@
+"""The SML log Z of ``RBM(params, log_z=nrbm.sml(...))``: its gradient against the closed form
+and exact enumeration, SVI's update against the learning engine's ``loss_gradient``, the tracked
+value, and the errors for contexts and states where the chains cannot persist."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from conftest import Z_MAX
+from numpyro import handlers
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from test_derivation import (
+    N_HIDDEN,
+    N_VISIBLE,
+    UNITS,
+    brute_log_z,
+    make_data,
+    make_params,
+)
+
+import numpyro_rbm as nrbm
+from numpyro_rbm.learning.sml import TrackedLogZ, sml_log_z, tracked_step
+from numpyro_rbm.partition import sample_exact
+
+# One negative phase for every model run here: the compiled run is shared between tests.
+PHASE = nrbm.learning.pcd(1, 40)
+
+
+def sml_mean_log_likelihood(params, data, v_model, value=0.0):
+    """:math:`\\frac1N\\sum_n -F(v_n) - \\log Z` with the SML log Z at ``v_model``."""
+    return jnp.mean(-nrbm.free_energy(params, data)) - sml_log_z(params, v_model, value)
+
+
+# --- the custom gradient -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("units", UNITS, ids=lambda u: "-".join(u))
+def test_custom_gradient_is_the_closed_form_sml_gradient(x64, units):
+    r"""d/dtheta of sml_log_z at chains v_j is :math:`\frac1M\sum_j v_j \mathbb E[h|v_j]^\top`
+    (W), :math:`\bar v` (b), :math:`\overline{\mathbb E[h|v_j]}` (c), written out here; its
+    value is the one given."""
+    params = make_params(units)
+    chains = make_data(units, n=37, seed=5)
+    W, c = np.asarray(params.weights), np.asarray(params.hidden_bias)
+    mean_h = {"bernoulli": lambda x: 1 / (1 + np.exp(-x)), "spin": np.tanh}[units[1]]
+    mu = mean_h(c + chains @ W)
+    grads = jax.jit(jax.grad(sml_log_z))(params, jnp.asarray(chains), jnp.asarray(1.25))
+    np.testing.assert_allclose(grads.weights, chains.T @ mu / len(chains), rtol=1e-12)
+    np.testing.assert_allclose(grads.visible_bias, chains.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(grads.hidden_bias, mu.mean(0), rtol=1e-12)
+    assert float(sml_log_z(params, jnp.asarray(chains), jnp.asarray(1.25))) == 1.25
+
+
+def test_custom_gradient_reaches_unit_parameters(x64):
+    """Every leaf gets the negative phase, the Gaussian precisions included: the gradient is
+    ``-grad mean F(chains)`` leaf by leaf, and ``jax.grad`` of the mean log-likelihood is
+    minus the engine's ``loss_gradient`` at the same chains."""
+    key = jax.random.key(3)
+    params = nrbm.init_params(key, 4, 3, visible_units="gaussian", weight_scale=0.5)
+    data = jax.random.normal(jax.random.key(1), (9, 4))
+    chains = jax.random.normal(jax.random.key(2), (11, 4))
+
+    @jax.jit
+    def gradients(params):
+        grads = jax.grad(sml_log_z)(params, chains, jnp.asarray(0.0))
+        expected = jax.grad(lambda p: -jnp.mean(nrbm.free_energy(p, chains)))(params)
+        ll_grad = jax.grad(sml_mean_log_likelihood)(params, data, chains)
+        return grads, expected, ll_grad, nrbm.loss_gradient(params, data, chains)
+
+    grads, expected, ll_grad, loss_grad = gradients(params)
+    assert set(grads.visible_unit_params) == {"log_precision"}
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert float(jnp.abs(grads.visible_unit_params["log_precision"]).max()) > 1e-3
+    for got, want in zip(jax.tree.leaves(ll_grad), jax.tree.leaves(loss_grad), strict=True):
+        np.testing.assert_allclose(got, -want, rtol=1e-12, atol=1e-14)
+
+
+# --- SVI is PCD ----------------------------------------------------------------------------
+
+
+def rbm_model(batch, n_total, init, sml):
+    w = numpyro.param("w", init.weights)
+    b = numpyro.param("b", init.visible_bias)
+    c = numpyro.param("c", init.hidden_bias)
+    rbm = nrbm.RBM(nrbm.RBMParams(w, b, c, init.visible_units, init.hidden_units), log_z=sml)
+    with numpyro.plate("n", n_total, subsample_size=batch.shape[0]):
+        numpyro.sample("v", rbm, obs=batch)
+
+
+def no_guide(*args, **kwargs):
+    pass
+
+
+@jax.jit
+def expected_step(params, batch, chains):
+    """The engine's gradient at ``chains``, and the exact log-likelihoods of the batch."""
+    lp = -nrbm.free_energy(params, batch) - brute_log_z(params)
+    return nrbm.loss_gradient(params, batch, chains), lp
+
+
+def _params(p, units):
+    return nrbm.RBMParams(p["w"], p["b"], p["c"], *units)
+
+
+def test_svi_update_is_the_engines_pcd_update():
+    """SVI with SGD at step size 1 / n_total moves the parameters by the ELBO's gradient over
+    n_total, which must be ``-loss_gradient`` at the minibatch and at the chains as they
+    stood (to float32 precision), and advances the chains by the PCD phase's step, update
+    after update; the log Z's value is exact (a 5 x 3 model enumerates)."""
+    units = UNITS[0]
+    init = jax.tree.map(lambda x: x.astype(jnp.float32), make_params(units))
+    data = jnp.asarray(make_data(units, n=40), jnp.float32)
+    sml = nrbm.sml(PHASE)
+    svi = SVI(rbm_model, no_guide, optax.sgd(1.0 / 40), Trace_ELBO())
+    batches = [data[10 * i : 10 * (i + 1)] for i in range(3)]
+    state = svi.init(jax.random.key(0), batches[0], 40, init, sml)
+    update = jax.jit(svi.update, static_argnums=(2, 4))
+    for batch in batches:
+        before = _params(svi.get_params(state), units)
+        chains = state.mutable_state["rbm_sml"]["chains[bernoulli,bernoulli]"]
+        state, loss = update(state, batch, 40, init, sml)
+        after = _params(svi.get_params(state), units)
+        expected, lp = expected_step(before, batch, chains)
+        for leaf in ("weights", "visible_bias", "hidden_bias"):
+            moved = getattr(after, leaf) - getattr(before, leaf)
+            np.testing.assert_allclose(
+                moved, -getattr(expected, leaf), rtol=1e-5, atol=1e-6, err_msg=leaf
+            )
+        new_chains = state.mutable_state["rbm_sml"]["chains[bernoulli,bernoulli]"]
+        assert new_chains.shape == chains.shape and bool(jnp.any(new_chains != chains))
+        # The loss is -(n_total/B) sum_n log p(v_n) with the exact log Z.
+        np.testing.assert_allclose(loss, -40 * jnp.mean(lp), rtol=1e-5)
+
+
+@pytest.mark.statistical
+def test_rbm_reports_tracked_log_z_with_age_and_error(x64):
+    """``value="tracked"``: exact at a refresh (age 0), then moved by importance sampling
+    with an age and a positive standard error; a model run under handlers records it."""
+    units = UNITS[0]
+    params, data = make_params(units), jnp.asarray(make_data(units, n=20))
+    sml = nrbm.sml(PHASE, value="tracked", refresh_every=3, init_data=data)
+
+    @jax.jit
+    def run(state, p, key):
+        with handlers.trace() as tr, handlers.seed(rng_seed=key):
+            with handlers.substitute(data={"rbm_sml": state}):
+                rbm = nrbm.RBM(p, log_z=sml)
+        info = rbm.log_z_info
+        return tr["rbm_sml"]["value"], rbm.log_z, info.age, info.stderr, brute_log_z(p)
+
+    state = sml.init_state(jax.random.key(0), params)
+    ages, values = [], []
+    for i in range(5):
+        p = params.replace(weights=params.weights * (1 + 0.02 * i))
+        state, log_z, age, se, exact = run(state, p, jax.random.key(i))
+        ages.append(int(age))
+        values.append((float(log_z), float(exact), float(se)))
+    with handlers.seed(rng_seed=0), handlers.substitute(data={"rbm_sml": state}):
+        rbm = nrbm.RBM(params, log_z=sml)
+    assert rbm.log_z_mode == "sml" and rbm.is_normalized
+    assert ages == [0, 1, 2, 0, 1]
+    for (value, exact, se), age in zip(values, ages, strict=True):
+        if age == 0:
+            assert value == pytest.approx(exact, abs=1e-10) and se == 0
+        else:
+            assert se > 0 and abs(value - exact) < 0.5
+
+
+@pytest.mark.statistical
+def test_tracked_step_is_consistent_with_exact_log_z(x64):
+    """The importance-sampling step from theta' to theta with M = 2000 exact samples of
+    theta' lands within Z_MAX of its reported standard errors of the exact log Z(theta), for a
+    step large enough that the error is not negligible (se about 0.01 nats)."""
+    units = UNITS[0]
+    old = make_params(units)
+    new = old.replace(weights=1.3 * old.weights, hidden_bias=old.hidden_bias + 0.3)
+
+    @jax.jit
+    def step(key):
+        v_old, _ = sample_exact(key, old, (2000,), max_units=None)
+        start = TrackedLogZ(brute_log_z(old), jnp.asarray(0.0), jnp.asarray(0), old)
+        return tracked_step(start, new, v_old), brute_log_z(new)
+
+    tracked, exact = step(jax.random.key(11))
+    se = float(jnp.sqrt(tracked.variance))
+    error = float(tracked.log_z - exact)
+    assert 0.002 < se < 0.05 and abs(error) <= Z_MAX * se, (error, se)
+    assert int(tracked.age) == 1
+    np.testing.assert_array_equal(tracked.anchor.weights, new.weights)
+
+
+# --- where the chains cannot persist, and states that are not this model's ------------------
+
+
+def test_sml_outside_a_handler_is_an_error():
+    params = make_params(UNITS[0])
+    with pytest.raises(nrbm.SMLContextError, match="SVI"):
+        nrbm.RBM(params, log_z=nrbm.sml(PHASE))
+
+
+def test_sml_under_mcmc_is_an_error():
+    """MCMC over the RBM's parameters cannot carry the chains: a clear error at init, not a
+    chain that silently samples from a wrong density."""
+
+    def model(data):
+        w = numpyro.sample("w", dist.Normal(jnp.zeros((N_VISIBLE, N_HIDDEN)), 1.0).to_event(2))
+        params = nrbm.RBMParams(w, jnp.zeros(N_VISIBLE), jnp.zeros(N_HIDDEN))
+        with numpyro.plate("n", data.shape[0]):
+            numpyro.sample("v", nrbm.RBM(params, log_z=nrbm.sml(PHASE)), obs=data)
+
+    mcmc = MCMC(NUTS(model), num_warmup=2, num_samples=2, progress_bar=False)
+    with pytest.raises(nrbm.SMLContextError, match="log_z='exact'"):
+        mcmc.run(jax.random.key(0), jnp.asarray(make_data(UNITS[0])))
+
+
+@pytest.mark.parametrize("bad", ["shape", "units"])
+def test_chains_of_another_model_are_an_error_at_trace_time(bad):
+    units = UNITS[0]
+    params = make_params(units)
+    sml = nrbm.sml(PHASE)
+    with handlers.trace() as tr, handlers.seed(rng_seed=0):
+        nrbm.RBM(params, log_z=sml)
+    state = tr["rbm_sml"]["value"]
+    if bad == "shape":
+        other = nrbm.init_params(jax.random.key(0), N_VISIBLE + 1, N_HIDDEN)
+        match = "visible layer has 6 units"
+    else:
+        other = params.replace(visible_units="spin")
+        match = "other unit types"
+    with pytest.raises(ValueError, match=match):
+        with handlers.seed(rng_seed=1), handlers.substitute(data={"rbm_sml": state}):
+            nrbm.RBM(other, log_z=sml)
+
+
+def test_bad_sml_settings_are_errors():
+    with pytest.raises(ValueError, match="persistent chains"):
+        nrbm.sml(nrbm.learning.cd(1))
+    with pytest.raises(TypeError, match="NegativePhase"):
+        nrbm.sml("pcd")
+    with pytest.raises(ValueError, match="value"):
+        nrbm.sml(value="ais")
+    batched = nrbm.init_params(jax.random.key(0), 4, 2)
+    batched = batched.replace(weights=jnp.stack([batched.weights] * 2))
+    batched = batched.replace(visible_bias=jnp.zeros((2, 4)), hidden_bias=jnp.zeros((2, 2)))
+    with handlers.seed(rng_seed=0), pytest.raises(ValueError, match="batch shape"):
+        nrbm.RBM(batched, log_z=nrbm.sml())
