@@ -24,6 +24,7 @@ LAYERS = {
     "_threefry": 0,
     "units": 0,
     "core": 1,
+    "normalisable": 1,
     "io": 2,
     "datasets": 2,
     "diagnostics": 2,
