@@ -37,6 +37,7 @@ References:
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from typing import NamedTuple
 
@@ -75,7 +76,8 @@ class Normalisability(NamedTuple):
     #: ``witness``); ``None``: undecided (the boundary, or too large for the exact test).
     normalisable: bool | None
     #: How it was decided: ``"bounded"``, ``"curvature"``, ``"positive definite"``,
-    #: ``"copositive (exact)"``, ``"sufficient: ..."``, ``"witness"`` or ``"undecided"``.
+    #: ``"copositive (exact)"``, ``"sufficient: ..."``, ``"witness"``, ``"undecided"`` or
+    #: ``"non-finite"`` (NaN or infinite weights or unit parameters: verdict ``None``).
     method: str
     #: The smallest value of the reduced quadratic form over unit directions of its cone
     #: (its sign decides; exact for the exact methods, an upper bound for ``"witness"``).
@@ -146,6 +148,8 @@ def check_normalisable(params) -> Normalisability:
         ``witness``).
     """
     shape = params.batch_shape
+    if shape and _bounded_and_positive(params):  # one vectorised check for the whole batch
+        return _check_one(_index(params, (0,) * len(shape)))._replace(margin=None)
     verdict = None
     for idx in np.ndindex(*shape):
         one = _index(params, idx) if shape else params
@@ -157,9 +161,25 @@ def check_normalisable(params) -> Normalisability:
     return verdict
 
 
+def _bounded_and_positive(params) -> bool:
+    """A layer is bounded and the other's curvatures (all batch elements) are positive."""
+    try:
+        tails = [params.visible_layer.tail_curvature(), params.hidden_layer.tail_curvature()]
+    except NotImplementedError:
+        return False
+    if all(t is not None for t in tails):
+        return False
+    return all(bool(np.all(np.asarray(k) > 0)) for t in tails if t is not None for k in t)
+
+
 def _check_one(params) -> Normalisability:
     n, m = params.n_visible, params.n_hidden
     pair = _pair_name(params)
+    arrays = (params.weights, params.visible_unit_params, params.hidden_unit_params)
+    if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(arrays)):
+        return Normalisability(
+            None, "non-finite", None, f"{pair}: the weights or unit parameters are not finite"
+        )
     undeclared = []
     kv, kh = (_declared(layer, size, undeclared) for layer, size in (
         (params.visible_layer, n), (params.hidden_layer, m)))  # fmt: skip
@@ -206,28 +226,52 @@ def _decide(weights, kv, kh, pair) -> Normalisability:
     moves = np.isfinite(kappa).any(axis=0)  # units with at least one unbounded half-line
     free = moves & (kappa[0] == kappa[1])
     rays_of = {a: [s for s in (0, 1) if np.isfinite(kappa[s, a])] for a in units[moves & ~free]}
-    f = units[free]
+    # First the free units of one layer (the one with more), whose block is diagonal: exactly
+    # and cheaply, q_rr - q_r1 diag(1/kappa) q_1r on the other moving units r.
+    coupling[free, free] = kappa[0, free]
+    first = units[free & (units < n)] if np.sum(free[:n]) >= np.sum(free[n:]) else (
+        units[free & (units >= n)]
+    )  # fmt: skip
+    r = units[moves & ~np.isin(units, first)]
+    q_r1 = coupling[np.ix_(r, first)] / kappa[0, first]
+    back = -q_r1.T  # the first layer's free coordinates, minimising, given those of r
+    reduced = coupling[np.ix_(r, r)] - q_r1 @ coupling[np.ix_(first, r)]
+    f = np.flatnonzero(free[r])  # positions in r of the other layer's free units
     c = np.array(sorted(rays_of), dtype=int)
-    m_ff = np.diag(kappa[0, f]) + coupling[np.ix_(f, f)]
-    scale = max(1.0, float(np.max(np.abs(m_ff), initial=0.0)))
+    cpos = np.searchsorted(r, c)
+    m_ff = reduced[np.ix_(f, f)]
+    curvature_scale = float(np.max(kappa[0, free], initial=0.0))
+    scale = max(1.0, float(np.max(np.abs(m_ff), initial=0.0)), curvature_scale)
     condition = (
         f"{pair}: Z is finite iff the quadratic part of the energy is positive on every "
         "direction of the support (docs/units.md, 'When is Z finite'); "
     )
+
+    def full_direction(x_r):  # coordinates on r -> a direction (v, h)
+        full = np.zeros(n + m)
+        full[r] = x_r
+        full[first] = back @ x_r
+        return full
+
     if f.size:
         w, u = np.linalg.eigh(m_ff)
         if w[0] <= TOLERANCE * scale or not c.size:
-            full = np.zeros(n + m)
-            full[f] = u[:, 0]
+            x_r = np.zeros(r.size)
+            x_r[f] = u[:, 0]
             return _verdict(
-                w[0], scale, "positive definite", condition + "the block of the units with "
-                "equal curvature on both half-lines (Gaussian) must be positive definite; "
-                f"its smallest eigenvalue is {w[0]:.6g}", full, n,
+                w[0], scale, "positive definite", condition + "with the Gaussian units of one "
+                "layer minimised out, the block of the other layer's Gaussian units (equal "
+                "curvature on both half-lines; Gamma - W^T Lambda^-1 W) must be positive "
+                f"definite; its smallest eigenvalue is {w[0]:.6g}", full_direction(x_r), n,
             )  # fmt: skip
-    # Minimise the free coordinates out: S = P_cc - P_cf M_ff^-1 P_fc on the constrained units.
-    p_cf = coupling[np.ix_(c, f)]
+    if not c.size:  # only the first layer's free units move: a positive diagonal
+        low = float(np.min(kappa[0, first]))
+        return _verdict(low, scale, "positive definite", condition + "it is positive definite",
+                        full_direction(np.zeros(r.size)), n)  # fmt: skip
+    # Minimise the remaining free coordinates out: S = R_cc - R_cf R_ff^-1 R_fc on the rays' units.
+    p_cf = reduced[np.ix_(cpos, f)]
     solve = np.linalg.solve(m_ff, p_cf.T) if f.size else np.zeros((0, c.size))
-    schur = coupling[np.ix_(c, c)] - p_cf @ solve
+    schur = reduced[np.ix_(cpos, cpos)] - p_cf @ solve
     rays = [(i, s) for i, a in enumerate(c) for s in rays_of[a]]
     unit_of = np.array([i for i, _ in rays])
     sign = np.array([1.0 if s == 0 else -1.0 for _, s in rays])
@@ -238,13 +282,13 @@ def _decide(weights, kv, kh, pair) -> Normalisability:
     def embed(x):  # ray coordinates -> a direction (v, h)
         h_c = np.zeros(c.size)
         np.add.at(h_c, unit_of, sign * x)
-        full = np.zeros(n + m)
-        full[c] = h_c
-        full[f] = -solve @ h_c
-        return full
+        x_r = np.zeros(r.size)
+        x_r[cpos] = h_c
+        x_r[f] = -solve @ h_c
+        return full_direction(x_r)
 
     groups = [[r for r, (i, _) in enumerate(rays) if i == j] for j in range(c.size)]
-    supports = int(np.prod([1 + len(g) for g in groups]))
+    supports = math.prod(1 + len(g) for g in groups)  # Python ints: no overflow
     cone = "strictly copositive on the rays of the support (ReLU: h >= 0; dReLU: each sign)"
     if supports <= EXACT_MAX_SUPPORTS:
         margin, x = _pareto_min(form, groups)
@@ -349,6 +393,8 @@ def require_normalisable(
     if _is_traced(params):
         return None
     verdict = check_normalisable(params)
+    if verdict.method == "non-finite":  # for the caller's own finiteness check to report
+        return verdict
     fix = f" {fix}" if fix else ""
     if verdict.normalisable is False or (strict and verdict.normalisable is None):
         proven = "has no finite normaliser Z" if verdict.normalisable is False else (
@@ -414,10 +460,14 @@ def unbounded_direction_found(params):
     kh = tuple(jnp.broadcast_to(k, params.hidden_bias.shape) for k in kh)
     bad_curvature = jnp.any(jnp.array([jnp.any(~(k > 0)) for k in kv + kh]))
     weights = params.weights
-    m = weights.shape[-1]
-    eye = jnp.eye(m, dtype=weights.dtype)
+    # The unit directions h = +-e_j, column by column (O(n m)): E_2 = kappa_j/2 - sum_i gain.
+    found = jnp.array(False)
+    for sign, kappa in ((1.0, kh[0]), (-1.0, kh[1])):
+        field = sign * weights  # (n, m): the visible field of h = sign e_j, column j
+        gain = jnp.sum(field * _best_response(tuple(k[:, None] for k in kv), field), axis=0)
+        value, size = 0.5 * (kappa - gain), 0.5 * (kappa + jnp.abs(gain))
+        found |= jnp.any(jnp.isfinite(kappa) & (value < -GUARD_TOLERANCE * size))
     allowed = jnp.stack([jnp.isfinite(kh[0]), jnp.isfinite(kh[1])])  # (2, m)
-    units = jnp.concatenate([eye * allowed[0], -eye * allowed[1]])
     starts = jnp.stack([allowed[0].astype(weights.dtype), -allowed[1].astype(weights.dtype)])
 
     def step(h, _):
@@ -427,7 +477,6 @@ def unbounded_direction_found(params):
         return h, h
 
     _, path = jax.lax.scan(step, starts, None, length=GUARD_ITERATIONS)
-    candidates = jnp.concatenate([units, path.reshape(-1, m)])
-    value, size = _quadratic_part(kv, kh, weights, candidates)
-    found = jnp.any((value < -GUARD_TOLERANCE * size) & (size > 0))
+    value, size = _quadratic_part(kv, kh, weights, path.reshape(-1, weights.shape[-1]))
+    found |= jnp.any((value < -GUARD_TOLERANCE * size) & (size > 0))
     return bad_curvature | found

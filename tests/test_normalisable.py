@@ -15,6 +15,9 @@ import numpyro_rbm as nrbm
 from numpyro_rbm import normalisable
 from numpyro_rbm.core import RBMParams, energy, free_energy
 
+_free_energy = jax.jit(free_energy)
+_guard = jax.jit(normalisable.unbounded_direction_found)
+
 
 def model(weights, visible="gaussian", hidden="relu", vis=None, hid=None, bias=0.0):
     """An RBM with the given weights, unit types, unit parameters (dicts of arrays) and all
@@ -60,20 +63,22 @@ def test_the_1x1_gaussian_relu_model_has_no_normaliser_and_is_refused(x64):
             nrbm.RBM(params, log_z=log_z)
     nrbm.RBM(params, log_z=None)  # the unnormalised -F(v) is not refused
     assert nrbm.check_normalisable(model([[0.5]])).normalisable is True
+    assert bool(_guard(params)) and not bool(_guard(model([[0.5]])))  # fit's in-loop search
 
 
 def test_gaussian_gaussian_needs_a_positive_definite_schur_complement(x64):
     """Gamma - W^T Lambda^-1 W with eigenvalues (1 - 1.2, 1 - 0.2): refused; halving W makes
-    it PD: accepted. The margin is the joint matrix's smallest eigenvalue."""
+    it PD: accepted. The margin is its smallest eigenvalue, and the joint quadratic form is
+    PD exactly when it is."""
     w = schur_weights([[0.7, 0.5], [0.5, 0.7]])  # W^T W eigenvalues 1.2 and 0.2
     for scale, ok in ((1.0, False), (0.5, True)):
         params = model(scale * w, "gaussian", "gaussian")
         verdict = nrbm.check_normalisable(params)
         joint = np.block([[np.eye(2), -scale * w], [-scale * w.T, np.eye(2)]])
         assert verdict.normalisable is ok and verdict.method == "positive definite"
-        assert verdict.margin == pytest.approx(np.linalg.eigvalsh(joint)[0], abs=1e-12)
         schur = np.eye(2) - scale**2 * w.T @ w
-        assert bool(np.linalg.eigvalsh(schur)[0] > 0) is ok
+        assert verdict.margin == pytest.approx(np.linalg.eigvalsh(schur)[0], abs=1e-12)
+        assert bool(np.linalg.eigvalsh(joint)[0] > 0) is ok
         if not ok:
             with pytest.raises(nrbm.NotNormalisable, match="positive definite"):
                 nrbm.RBM(params, log_z=0.0)
@@ -137,10 +142,6 @@ TINY = {
 }  # fmt: skip
 
 
-_free_energy = jax.jit(free_energy)
-_guard = jax.jit(normalisable.unbounded_direction_found)
-
-
 @pytest.mark.parametrize("name", list(TINY))
 def test_the_verdict_matches_numerical_integration(x64, name):
     """log of the integral of exp(-F) over [-L, L]^n (a 0.02 or 0.2 grid) for L = 16 and 32:
@@ -165,6 +166,28 @@ def test_the_verdict_matches_numerical_integration(x64, name):
         assert growth > 20, (name, growth)
 
 
+def test_a_batch_reports_its_first_model_without_normaliser(x64):
+    """Batched parameters: each model is checked (the one with W = 2 is named); a bounded
+    pair is checked for the whole batch at once."""
+    w = jnp.array([0.5, 2.0, -0.5]).reshape(3, 1, 1)
+    verdict = nrbm.check_normalisable(model(w[0], "gaussian", "relu").replace(weights=w))
+    assert verdict.normalisable is False and verdict.reason.startswith("batch element (1,)")
+    bounded = model(w[0], "bernoulli", "relu").replace(weights=w)
+    assert nrbm.check_normalisable(bounded).normalisable is True
+    with pytest.raises(nrbm.NotNormalisable, match=r"batch element \(1,\)"):
+        nrbm.RBM(model(w[0], "gaussian", "relu").replace(weights=w), log_z=jnp.zeros(3))
+
+
+def test_large_hidden_layers_take_the_sufficient_path(x64):
+    """100 ReLU units (2^100 supports, more than an int64 counts) are not enumerated: small
+    weights pass the PD condition, large ones give a witness, both without the exact test."""
+    w = np.random.default_rng(0).normal(0, 0.05, (3, 100))
+    verdict = nrbm.check_normalisable(model(w))
+    assert verdict.normalisable is True and verdict.method == "sufficient: positive definite"
+    verdict = nrbm.check_normalisable(model(20 * w))
+    assert verdict.normalisable is False and verdict.method == "witness"
+
+
 def _e2(kv, kh, w, v, h):
     """The quadratic part of the energy, straight from its definition (rows are directions)."""
     with np.errstate(invalid="ignore"):  # inf * 0 on a closed half-line, masked out
@@ -174,7 +197,7 @@ def _e2(kv, kh, w, v, h):
 
 
 def test_the_exact_check_agrees_with_the_energy_on_random_models(x64, monkeypatch):
-    """300 random small models with continuous units on both layers (every pair of Gaussian,
+    """180 random small models with continuous units on both layers (every pair of Gaussian,
     ReLU, dReLU; 1 to 3 units a layer): a True verdict has E_2 > 0 at 4000 random directions
     of the support, a False one a witness in the support with E_2 < 0; both verdicts occur
     often. The large-model path (sufficient conditions and witness search) and the
@@ -183,7 +206,7 @@ def test_the_exact_check_agrees_with_the_energy_on_random_models(x64, monkeypatc
     rng = np.random.default_rng(0)
     kinds = ["gaussian", "relu", "drelu"]
     counts = {True: 0, False: 0, "large": 0, "guard": 0, "guard_of": 0}
-    for trial in range(300):
+    for trial in range(180):
         vis_kind, hid_kind = kinds[trial % 3], kinds[(trial // 3) % 3]
         n, m = rng.integers(1, 4, size=2)
 
@@ -224,7 +247,7 @@ def test_the_exact_check_agrees_with_the_energy_on_random_models(x64, monkeypatc
         if large.method.startswith(("sufficient", "witness")):
             counts["large"] += 1
             assert large.normalisable is verdict.normalisable, (large, verdict)
-    assert min(counts[True], counts[False]) > 60 and counts["large"] > 60, counts
+    assert min(counts[True], counts[False]) > 40 and counts["large"] > 40, counts
     assert counts["guard"] > 0.5 * counts["guard_of"] > 5, counts
 
 
