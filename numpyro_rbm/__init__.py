@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "core", "datasets", "diagnostics", "io", "kernels", "learning", "partition", "potts", "units",
+    "core", "datasets", "diagnostics", "io", "kernels", "learning", "normalisable", "partition",
+    "potts", "units",
 )  # fmt: skip
 # Modules that were attributes of the package once it was imported (before it was lazy).
 _OTHER_MODULES = ("clamp", "distribution", "infer", "models", "training")
@@ -32,6 +33,7 @@ _NAMES = {
          "visible_log_prob", "visible_mean"], "core"),
     "RBM": "distribution",
     "enable_compile_cache": "compile_cache",
+    **dict.fromkeys(["Normalisability", "NotNormalisable", "check_normalisable"], "normalisable"),
     "RBMGibbs": "infer",
     **dict.fromkeys(["EnumerationTooLarge", "log_partition", "sample_exact"], "partition"),
     **dict.fromkeys(["SML", "SMLContextError", "SMLLogZ", "sml"], "models"),
@@ -121,6 +123,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
         pt_negative,
     )
     from .models import SML, SMLContextError, SMLLogZ, sml  # noqa: F401
+    from .normalisable import Normalisability, NotNormalisable, check_normalisable  # noqa: F401
     from .partition import EnumerationTooLarge, log_partition, sample_exact  # noqa: F401
     from .units import (  # noqa: F401
         Bernoulli,
@@ -143,6 +146,7 @@ __all__ = [
     "io",
     "kernels",
     "learning",
+    "normalisable",
     "partition",
     "potts",
     "units",
@@ -171,6 +175,9 @@ __all__ = [
     "gibbs_sweep",
     # exact and estimated partition functions
     "EnumerationTooLarge",
+    "check_normalisable",
+    "Normalisability",
+    "NotNormalisable",
     "log_partition",
     "sample_exact",
     "AISResult",

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from ._threefry import threefry_split
+from .normalisable import require_normalisable
 from .units import Bernoulli, UnitType, as_unit_type
 
 __all__ = [
@@ -142,6 +143,12 @@ def init_params(
     hidden biases, and zero visible biases unless given (Hinton's guide suggests
     :math:`\log(p_i / (1 - p_i))` from the data marginals :math:`p_i`). Parametric unit
     types get their default parameters (unit precision / curvature) as learnable leaves.
+
+    Raises:
+        NotNormalisable: when the drawn model has no finite :math:`Z` (continuous units on
+            both layers and ``weight_scale`` too large for unit curvatures, e.g. Gaussian
+            visible and ReLU hidden units need :math:`I - W^\top W` strictly copositive;
+            :func:`~numpyro_rbm.check_normalisable`). It warns when that cannot be decided.
     """
     if n_visible < 1 or n_hidden < 1:
         raise ValueError(
@@ -161,7 +168,7 @@ def init_params(
             raise ValueError(
                 f"visible_bias has shape {visible_bias.shape}, expected ({n_visible},)"
             )
-    return RBMParams(
+    params = RBMParams(
         weights,
         visible_bias,
         jnp.zeros((n_hidden,), dtype),
@@ -170,6 +177,10 @@ def init_params(
         visible_unit_params=visible_units.init_unit_params(n_visible, dtype),
         hidden_unit_params=hidden_units.init_unit_params(n_hidden, dtype),
     )
+    require_normalisable(
+        params, f"init_params(weight_scale={weight_scale})", fix="Lower weight_scale."
+    )
+    return params
 
 
 # --- fields: the only place the couplings enter -------------------------------------------

@@ -35,6 +35,7 @@ from numpyro.distributions import Distribution, constraints
 
 from .core import RBMParams, free_energy
 from .kernels import gibbs
+from .normalisable import require_normalisable
 from .partition import (
     MAX_ENUMERABLE_UNITS,
     EnumerationTooLarge,
@@ -142,6 +143,12 @@ class RBM(Distribution):
             validation on) non-finite parameters.
         EnumerationTooLarge: with ``log_z="exact"`` when the model is too large to
             enumerate.
+        NotNormalisable: with ``log_z="exact"`` or a supplied ``log_z``, when the model has
+            no finite :math:`Z` (:func:`numpyro_rbm.check_normalisable`; continuous units on
+            both layers, e.g. Gaussian visible and ReLU hidden units with
+            :math:`\Gamma - W^\top\Lambda^{-1}W` not strictly copositive). It warns
+            (:class:`~numpyro_rbm.normalisable.NormalisabilityWarning`) when that cannot be
+            decided.
     """
 
     arg_constraints = {
@@ -201,6 +208,9 @@ class RBM(Distribution):
         self.hidden_unit_params = params.hidden_unit_params
         self.num_gibbs_sweeps = int(num_gibbs_sweeps)
         self.max_units = None if max_units is None else int(max_units)
+        if log_z is not None:  # a normalised density needs a finite Z (docs/units.md)
+            mode = log_z if isinstance(log_z, str) else "<array>"
+            require_normalisable(params, f"RBM(log_z={mode})")
         self._log_z_mode, self._log_z = self._resolve_log_z(log_z, batch_shape, dtype)
 
         event_size = params.visible_units.site_size(params.n_visible)  # Potts: one per site

@@ -25,6 +25,7 @@ LAYERS = {
     "compile_cache": 0,
     "units": 0,
     "core": 1,
+    "normalisable": 1,
     "io": 2,
     "datasets": 2,
     "diagnostics": 2,

@@ -42,6 +42,54 @@ def test_every_unit_type_round_trips_through_its_spec(spec):
     assert type(unit) in units.registered_unit_types().values()
 
 
+@pytest.mark.parametrize("spec", ["bernoulli", "spin", "potts(3)", "gaussian", "relu", "drelu"])
+def test_tail_curvature_is_the_base_measure_far_from_zero(x64, spec):
+    r"""What the normalisability check reads (docs/units.md, "When is Z finite"): ``None`` for
+    a bounded support, else :math:`\kappa_\pm = \lim -2\log\mu(x)/x^2` at
+    :math:`x \to \pm\infty` for random unit parameters (``inf`` where the half-line is
+    outside the support)."""
+    unit = units.as_unit_type(spec)
+    if not unit.param_names:
+        assert unit.tail_curvature() is None
+        return
+    rng = np.random.default_rng(1)
+    unit_params = {name: jnp.asarray(rng.uniform(-1, 1, 4)) for name in unit.param_names}
+    tails = unit.bind(unit_params).tail_curvature()
+    for x, kappa in ((1e6, tails[0]), (-1e6, tails[1])):
+        for j in range(4):
+            one = {name: p[j : j + 1] for name, p in unit_params.items()}
+
+            def log_mu(at, one=one):
+                return float(unit.base_log_measure(jnp.array([at]), one))
+
+            expected = np.broadcast_to(kappa, (4,))[j]
+            if np.isinf(expected):
+                assert log_mu(x) == -np.inf and log_mu(-x) > -np.inf
+            else:
+                assert -2 * (log_mu(x) - log_mu(0.0)) / x**2 == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_bounded_layer_needs_no_declaration_from_the_other(x64):
+    """A unit type that does not declare tail_curvature (the binomial example of
+    docs/architecture.md) paired with a bounded layer is normalisable: its own conditional is
+    finite; paired with an unbounded layer the verdict is undecided."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(units.Gaussian):
+        name: ClassVar[str] = "undeclared_test"
+
+        def tail_curvature(self, unit_params=None):
+            return units.UnitType.tail_curvature(self)
+
+    w = jnp.full((2, 2), 5.0)
+    with_bounded = nrbm.core.RBMParams(w, jnp.zeros(2), jnp.zeros(2), "bernoulli", Undeclared())
+    assert nrbm.check_normalisable(with_bounded).normalisable is True
+    with pytest.raises(NotImplementedError, match="undeclared_test units do not declare"):
+        Undeclared().tail_curvature()
+    both = nrbm.core.RBMParams(w, jnp.zeros(2), jnp.zeros(2), "gaussian", Undeclared())
+    assert nrbm.check_normalisable(both).normalisable is None
+
+
 def test_registering_checks_the_class():
     with pytest.raises(TypeError, match="UnitType subclass"):
         units.register_unit_type(int)

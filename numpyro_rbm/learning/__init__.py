@@ -15,7 +15,14 @@ r"""The learning engine: negative phases and trainers as pure ``init``/``step`` 
 * :mod:`~numpyro_rbm.learning.fitting`: :func:`fit`, composing them.
 """
 
-from .fitting import ChainsNotMixing, FitConfig, FitResult, TrainingDiverged, fit
+from .fitting import (
+    ChainsNotMixing,
+    FitConfig,
+    FitResult,
+    LeftNormalisableRegion,
+    TrainingDiverged,
+    fit,
+)
 from .loss import Weighted, free_energy_loss, loss_gradient, move_hidden_offset, to_standard
 from .missing import IncompleteData, impute, impute_batch
 from .monitors import (
@@ -56,6 +63,7 @@ __all__ = [
     "FitResult",
     "FitConfig",
     "TrainingDiverged",
+    "LeftNormalisableRegion",
     "ChainsNotMixing",
     "TrainState",
     "Trainer",

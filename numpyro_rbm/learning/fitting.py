@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .. import diagnostics, io
 from .._progress import Progress
 from ..core import RBMParams, init_params
+from ..normalisable import check_normalisable, require_normalisable
 from ..units import as_unit_type, base_rate_bias, check_data, check_incomplete_data
 from .missing import IncompleteData
 from .monitors import MonitorContext, default_monitors
@@ -36,7 +37,14 @@ from .negative import NegativePhase, from_method
 from .optim import CosineAdam, Penalized
 from .trainer import DATA_AXIS, Trainer, TrainState, build_trainer, run_epochs, state_shardings
 
-__all__ = ["fit", "FitResult", "FitConfig", "TrainingDiverged", "ChainsNotMixing"]
+__all__ = [
+    "fit",
+    "FitResult",
+    "FitConfig",
+    "TrainingDiverged",
+    "LeftNormalisableRegion",
+    "ChainsNotMixing",
+]
 
 METHODS = ("cd", "pcd", "pt")
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -341,6 +349,10 @@ def _initial_state(config: FitConfig, trainer: Trainer, train, keys, observed):
         hidden_units=config.hidden_units, dtype=dtype,
     )  # fmt: skip
     params = params.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
+    require_normalisable(
+        params, "fit's initial model (unit parameters from the data)", strict=True,
+        fix="Standardise the data (numpyro_rbm.datasets.standardize) or lower weight_scale.",
+    )  # fmt: skip
     layer = jnp.asarray(train, dtype)
     state = trainer.init(key_chains, params, layer, config.batch_size, key_run)
     if observed is None:
@@ -406,6 +418,37 @@ def _diverged(epoch, path, last_good):
         f"the parameters became NaN or infinite during epoch {epoch}; {where}. Lower the "
         "learning_rate or add weight_decay."
     )
+
+
+class LeftNormalisableRegion(TrainingDiverged):
+    """Raised when an update of :func:`fit` would have made :math:`Z` infinite (continuous
+    units on both layers; ``docs/units.md``, "When is Z finite"). ``params`` and ``state``
+    hold the last parameters before that update (normalisable), ``epoch`` the epoch it was
+    in."""
+
+    def __init__(self, message, params, state, epoch):
+        super().__init__(message)
+        self.params, self.state, self.epoch = params, state, epoch
+
+
+def _left_region(trainer, state, epoch, config, last_good):
+    params = trainer.standard_params(state)
+    verdict = check_normalisable(params)
+    path = config.checkpoint_path
+    saved = (
+        f"the checkpoint of epoch {last_good} is intact at {path}"
+        if path is not None and os.path.exists(path)
+        else "pass checkpoint_dir to keep a checkpoint of each epoch"
+    )
+    return LeftNormalisableRegion(
+        f"stopped during epoch {epoch}: the next update would have left the normalisable region "
+        f"(a direction along which -E grows without bound was found, so Z would be infinite "
+        f"and the Gibbs chains would run to infinity). {verdict.reason}. The last parameters "
+        f"before it are in this error's .params (margin {verdict.margin:.3g}) and .state; "
+        f"{saved}. Lower the learning_rate, add weight_decay, use more Gibbs sweeps (k) or "
+        "method='pt', so that the negative phase keeps up with the model",
+        params, state, epoch,
+    )  # fmt: skip
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -502,7 +545,7 @@ class _Loop:
         while epoch < cfg.epochs:
             t0 = time.perf_counter()
             n_run = self.next_stop(epoch) - epoch
-            new_state, info, finite, ran = run_epochs(
+            new_state, info, finite, ran, unbounded = run_epochs(
                 self.trainer, state, self.train, n_run, batch_size=cfg.batch_size,
                 devices=cfg.devices,
             )  # fmt: skip
@@ -510,6 +553,8 @@ class _Loop:
             self.timings["train_s"] += time.perf_counter() - t0
             if not finite:
                 raise _diverged(epoch + int(ran), cfg.checkpoint_path, last_good)
+            if bool(unbounded):
+                raise _left_region(self.trainer, new_state, epoch + int(ran), cfg, last_good)
             epoch, state, stop = epoch + int(ran), new_state, False
             if cfg.eval_every is not None and epoch >= self.next_eval:
                 t0 = time.perf_counter()
@@ -668,6 +713,11 @@ def fit(
         ValueError: for invalid arguments or data, with what to change.
         TrainingDiverged: when the parameters become NaN or infinite; the last good
             checkpoint (if ``checkpoint_dir`` is set) is left intact.
+        LeftNormalisableRegion: (a ``TrainingDiverged``) when an update would leave the
+            region where :math:`Z` is finite (continuous units on both layers, e.g. Gaussian
+            visible and ReLU hidden; ``docs/units.md``); the update is not taken, the error
+            holds the last parameters before it. A model that starts outside the region
+            raises ``NotNormalisable`` before training.
     """
     args = dict(locals())
     config, train, test, observed = _configure(

@@ -10,7 +10,8 @@ methods over a :class:`TrainState`:
   update, and the move of the hidden offset.
 
 :func:`run_epochs` scans ``step`` over shuffled minibatches, epoch after epoch, inside one
-compiled ``while_loop`` that stops at the first epoch whose parameters are not finite. The
+compiled ``while_loop`` that stops at the first epoch whose parameters are not finite (or at
+the first update that would leave the normalisable region of continuous units). The
 compiled loop is cached on ``(trainer, batch_size, devices)``, so every later call with equal
 settings and the same shapes reuses it.
 """
@@ -29,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._threefry import threefry_split
 from ..core import RBMParams, hidden_mean
+from ..normalisable import unbounded_direction_found
 from .loss import loss_gradient, move_hidden_offset, to_standard
 from .missing import IncompleteData, impute_batch
 from .negative import NegativePhase
@@ -219,12 +221,20 @@ def _compiled_run(trainer: Trainer, batch_size: int, devices: tuple | None):
             sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
             batches = jax.lax.with_sharding_constraint(batches, sharding)
 
-        def update(state, batch_and_key):
-            state, info = step(state, *batch_and_key)
-            return constrain(state), info
+        def update(carry, batch_and_key):
+            state, stopped = carry
+            new, info = step(state, *batch_and_key)
+            unbounded = unbounded_direction_found(new.params)
+            if unbounded is False:  # a bounded layer: Z is finite whatever the update
+                return (constrain(new), stopped), info
+            # An update that leaves the normalisable region is not taken, nor any after it.
+            stopped = stopped | unbounded
+            state = jax.lax.cond(stopped, lambda: state, lambda: new)
+            return (constrain(state), stopped), info
 
-        state, infos = jax.lax.scan(update, state._replace(key=key), (batches, update_keys))
-        return state, jax.tree.map(lambda x: jnp.mean(x, axis=0), infos)
+        carry = (state._replace(key=key), jnp.array(False))
+        (state, stopped), infos = jax.lax.scan(update, carry, (batches, update_keys))
+        return state, jax.tree.map(lambda x: jnp.mean(x, axis=0), infos), stopped
 
     def run(state: TrainState, data, n_epochs):
         state = constrain(state)
@@ -234,15 +244,15 @@ def _compiled_run(trainer: Trainer, batch_size: int, devices: tuple | None):
         info0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info0)
 
         def cond(carry):
-            _, _, finite, done = carry
-            return finite & (done < n_epochs)
+            _, _, finite, done, stopped = carry
+            return finite & ~stopped & (done < n_epochs)
 
         def body(carry):
-            state, _, _, done = carry
-            state, info = epoch(state, data)
-            return state, info, _is_finite(state.params), done + 1
+            state, _, _, done, _ = carry
+            state, info, stopped = epoch(state, data)
+            return state, info, _is_finite(state.params), done + 1, stopped
 
-        init = (state, info0, jnp.array(True), jnp.array(0, jnp.int32))
+        init = (state, info0, jnp.array(True), jnp.array(0, jnp.int32), jnp.array(False))
         return jax.lax.while_loop(cond, body, init)
 
     return jax.jit(run)
@@ -252,13 +262,18 @@ def run_epochs(trainer: Trainer, state: TrainState, data, n_epochs, *, batch_siz
                devices=None):  # fmt: skip
     """Runs ``n_epochs`` epochs (traced: any count reuses the compiled loop), each a shuffle of
     ``data`` into ``len(data) // batch_size`` minibatches and a scan of ``trainer.step`` over
-    them, stopping early after the first epoch whose parameters are not finite. With
+    them, stopping early after the first epoch whose parameters are not finite, or at the
+    first update after which a direction with no normaliser is found
+    (:func:`~numpyro_rbm.normalisable.unbounded_direction_found`; models with a bounded layer
+    are never checked): that update and the rest of its epoch are not taken. With
     :class:`~.missing.IncompleteData` (and ``state.imputations`` set) the scan runs
     ``trainer.step_incomplete`` over shuffled example indices instead.
 
     Returns:
-        ``(state, info, finite, epochs_run)``: ``info`` is the last epoch's mean of the
-        negative phase's info (e.g. PT's swap rates).
+        ``(state, info, finite, epochs_run, unbounded)``: ``info`` is the last epoch's mean of
+        the negative phase's info (e.g. PT's swap rates); ``unbounded`` says that training
+        stopped before an update that would have made :math:`Z` infinite, ``state`` being
+        the last state before it.
     """
     devices = None if devices is None else tuple(devices)
     return _compiled_run(trainer, int(batch_size), devices)(state, data, np.int32(n_epochs))

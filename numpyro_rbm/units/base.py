@@ -209,6 +209,24 @@ class UnitType:
         """Initial unit parameters from the data (the defaults unless overridden)."""
         return self.init_unit_params(np.shape(data)[-1], dtype)
 
+    # --- normalisability ------------------------------------------------------------------
+
+    def tail_curvature(self):
+        r"""How the base measure confines a unit far from zero, for the normalisability check
+        (:func:`numpyro_rbm.check_normalisable`; ``docs/units.md``, "When is Z finite").
+
+        Returns ``None`` when the support is bounded (two-state, Potts units), otherwise
+        ``(kappa_plus, kappa_minus)``, arrays broadcastable to ``(..., n_units)`` with
+        :math:`-\log\mu(x) = \kappa_\pm x^2/2 + O(|x|)` as :math:`x \to \pm\infty`:
+        ``inf`` for a half-line outside the support (ReLU's :math:`x < 0`). Unit types with
+        unbounded support must override it."""
+        if self.values is not None:
+            return None
+        raise NotImplementedError(
+            f"{self.name} units do not declare tail_curvature(): return None for a bounded "
+            "support, else the curvatures (kappa_plus, kappa_minus) of -log mu at +-infinity"
+        )
+
 
 class TwoStateUnits(UnitType):
     """Shared behaviour of units with two values ``values = (low, high)``: enumeration, data
@@ -431,6 +449,9 @@ class BoundUnits:
     def in_support(self, x):
         return self.units.in_support(x)
 
+    def tail_curvature(self):
+        return self.units.tail_curvature(self.unit_params)
+
     def states_from_bits(self, bits):
         return self.units.states_from_bits(bits)
 
@@ -476,6 +497,10 @@ class ParametricUnitType(UnitType):
 
     def site_log_conditional(self, x, log_ratio, unit_params=None):
         raise NotImplementedError(f"{self.name} units have no site conditional")
+
+    def tail_curvature(self, unit_params=None):
+        """See :meth:`UnitType.tail_curvature`; parametric types take their parameters."""
+        raise NotImplementedError(f"{self.name} units do not declare tail_curvature()")
 
     def check_unit_params(self, unit_params, n_units: int):
         if unit_params is None:

@@ -120,6 +120,10 @@ class Potts(UnitType):
     def from_layer(self, layer, dtype=None):
         return self.from_one_hot(layer).astype(jnp.int32 if dtype is None else dtype)
 
+    def tail_curvature(self):
+        """``None``: one-hot states, a bounded support."""
+        return None
+
     def site_support(self):
         return constraints.independent(constraints.integer_interval(0, self.q - 1), 1)
 

@@ -109,6 +109,11 @@ class Gaussian(ParametricUnitType):
         norm = jnp.sqrt(jnp.sum(x**2, axis=-1) * jnp.sum(reference**2, axis=-1))
         return jnp.sum(x * reference, axis=-1) / norm
 
+    def tail_curvature(self, unit_params=None):
+        r""":math:`(\lambda, \lambda)`: the precision on both half-lines."""
+        lam = jnp.exp(_param(unit_params, "log_precision", 0.0))
+        return lam, lam
+
     def prepare_data(self, data, name: str = "data"):
         arr = as_2d_float(data, name)
         first_bad(
@@ -275,6 +280,11 @@ class ReLU(ParametricUnitType):
     def in_support(self, x):
         return x >= 0
 
+    def tail_curvature(self, unit_params=None):
+        r""":math:`(\gamma, \infty)`: no negative half-line."""
+        gamma = jnp.exp(_param(unit_params, "log_gamma", 0.0))
+        return gamma, jnp.full(jnp.shape(gamma), jnp.inf, jnp.result_type(gamma))
+
 
 @register_unit_type
 @dataclasses.dataclass(frozen=True)
@@ -354,3 +364,9 @@ class DReLU(ParametricUnitType):
 
     def in_support(self, x):
         return jnp.isfinite(x)
+
+    def tail_curvature(self, unit_params=None):
+        r""":math:`(\gamma_+, \gamma_-)`: each half-line its own curvature (:math:`\Delta`
+        is linear in :math:`|h|` and does not confine)."""
+        gamma_plus = jnp.exp(_param(unit_params, "log_gamma_plus", 0.0))
+        return gamma_plus, jnp.exp(_param(unit_params, "log_gamma_minus", 0.0))
