@@ -17,6 +17,7 @@ extensions = [
     "myst_parser",
 ]
 myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 2  # links to sections, e.g. units.md#when-is-z-finite-normalisability
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 
