@@ -9,10 +9,25 @@ import jax
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
 
-import bench_gpu  # noqa: E402
-import run_all  # noqa: E402
+
+def _import_benchmarks():
+    """``bench_gpu`` and ``run_all`` from benchmarks/, without leaving its ``_common`` on the
+    path or in ``sys.modules`` (the examples have a ``_common`` of their own)."""
+    saved = sys.modules.pop("_common", None)
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_gpu
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+        sys.modules.pop("_common", None)
+        if saved is not None:
+            sys.modules["_common"] = saved
+    return bench_gpu, run_all
+
+
+bench_gpu, run_all = _import_benchmarks()
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="this machine has an accelerator")
