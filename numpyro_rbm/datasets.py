@@ -368,22 +368,7 @@ def standardize(x, *, name: str = "data") -> tuple[np.ndarray, Standardization]:
     Raises:
         ValueError: for a non-finite entry (naming its row and column) or a bad shape.
     """
-    x = np.asarray(x)
-    if x.dtype == bool or not (
-        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
-    ):
-        raise ValueError(f"{name}: expected numbers, got an array of dtype {x.dtype}")
-    if x.ndim != 2 or 0 in x.shape:
-        raise ValueError(
-            f"{name}: expected a non-empty 2-D array (one example per row), got shape {x.shape}"
-        )
-    x = x.astype(np.float64)
-    finite = np.isfinite(x)
-    if not finite.all():
-        raise ValueError(
-            f"{name}: non-finite values (NaN or inf) at {_where(~finite, x)}; Gaussian units "
-            "need finite real values: remove or impute those entries"
-        )
+    x = _real_matrix(x, name, "Gaussian units need finite real values: ")
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     scale = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
@@ -400,13 +385,7 @@ def load_real(path, *, key: str | None = None) -> tuple[np.ndarray, Standardizat
         :class:`Standardization`).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    ext = os.path.splitext(path)[1].lower()
-    readers = {".npy": _read_npy, ".npz": lambda p: _read_npz(p, key), ".csv": _read_csv}
-    if ext not in readers:
-        raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
-    return standardize(readers[ext](path), name=path)
+    return standardize(_read_matrix(path, key), name=path)
 
 
 def read_table(path, *, key: str | None = None) -> np.ndarray:
@@ -423,27 +402,38 @@ def read_table(path, *, key: str | None = None) -> np.ndarray:
             line and column), a ragged CSV, a shape that is not 2-D, or a non-finite value.
     """
     path = os.fspath(path)
+    return _real_matrix(_read_matrix(path, key), path)
+
+
+def _read_matrix(path: str, key):
+    """The array stored in ``path`` (``.npy``, ``.npz`` or ``.csv``), unchecked."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     ext = os.path.splitext(path)[1].lower()
     readers = {".npy": _read_npy, ".npz": lambda p: _read_npz(p, key), ".csv": _read_csv}
     if ext not in readers:
         raise ValueError(f"{path}: unsupported file type {ext!r}; use .npy, .npz or .csv")
-    x = np.asarray(readers[ext](path))
+    return readers[ext](path)
+
+
+def _real_matrix(x, name: str, why: str = "") -> np.ndarray:
+    """``x`` as a ``float64`` matrix of finite numbers, or a ``ValueError`` saying what is
+    wrong (``why`` prefixes the advice for a non-finite entry)."""
+    x = np.asarray(x)
     if x.dtype == bool or not (
         np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     ):
-        raise ValueError(f"{path}: expected numbers, got an array of dtype {x.dtype}")
+        raise ValueError(f"{name}: expected numbers, got an array of dtype {x.dtype}")
     if x.ndim != 2 or 0 in x.shape:
         raise ValueError(
-            f"{path}: expected a non-empty 2-D array (one example per row), got shape {x.shape}"
+            f"{name}: expected a non-empty 2-D array (one example per row), got shape {x.shape}"
         )
     x = x.astype(np.float64)
     finite = np.isfinite(x)
     if not finite.all():
         raise ValueError(
-            f"{path}: non-finite values (NaN or inf) at {_where(~finite, x)}; remove or impute "
-            "those entries"
+            f"{name}: non-finite values (NaN or inf) at {_where(~finite, x)}; {why}remove or "
+            "impute those entries"
         )
     return x
 
