@@ -299,7 +299,7 @@ def as_2d_float(data, name):
         )
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+    return arr.astype(np.float64, copy=False)  # no copy of float64 data (callers never write)
 
 
 def check_data(data, units, name: str = "data", n_visible: int | None = None, *, layer=False):
