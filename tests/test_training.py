@@ -422,9 +422,14 @@ def test_training_loop_compiles_once_per_settings_and_shapes(bas3, caplog):
     kwargs = dict(epochs=5, batch_size=14, eval_every=2, progress=False, num_chains=20)
     with jax.log_compiles(), caplog.at_level("WARNING"):
         first = fit(bas3, 7, seed=0, **kwargs)  # calls for 2, 2 and 1 epochs
-        second = fit(bas3, 7, seed=1, **kwargs)
+        with training_fitting._compile_clock() as compiling:  # every trace and compilation
+            second = fit(bas3, 7, seed=1, **kwargs)
     compiles = [r.getMessage() for r in caplog.records if "Compiling jit(run)" in r.getMessage()]
     assert len(compiles) == 1, compiles
+    # fit's fixed cost per call (issue 17): a second call with the same settings and shapes
+    # traces and compiles nothing at all, loop, initial state and monitors included.
+    assert compiling[0] == 0.0
+    assert first.timings["eval_compile_s"] > 0 and second.timings["eval_compile_s"] == 0.0
     assert first.history["epoch"] == second.history["epoch"] == [2, 4, 5]
     assert first.timings["compile_s"] > 0 and second.timings["train_s"] > 0
     assert not np.array_equal(first.params.weights, second.params.weights)
@@ -476,6 +481,12 @@ def test_monitoring_budget_schedule():
     loop.timings.update(train_s=1.0, eval_s=100.0)
     loop.schedule_next_eval(10, 100.0)
     assert loop.next_eval == 12 and loop.skipped == 0
+    # The monitors' one-off compile (29 s seen under load) is reported, not charged: the first
+    # evaluation took 30 s of which 29 s compiling, so the schedule is that of a 1 s one.
+    loop = _budget_loop(100, 1, 0.15)
+    loop.timings.update(train_s=10.0, eval_s=30.0, eval_compile_s=29.0)
+    loop.schedule_next_eval(10, 1.0)
+    assert loop.next_eval == 17 and loop.skipped == 6
 
 
 def test_expensive_monitoring_is_thinned_only_when_automatic():
@@ -498,6 +509,45 @@ def test_expensive_monitoring_is_thinned_only_when_automatic():
     assert auto.timings["evaluations"] == len(auto.history["slow"]) < 12
     # the schedule changes what is recorded, never what is learnt
     np.testing.assert_array_equal(auto.params.weights, every.params.weights)
+
+
+def test_monitor_compile_is_reported_not_charged_to_the_budget(monkeypatch):
+    """A fake clock: each epoch takes 1 s, each evaluation 0.1 s, and the first evaluation
+    also compiles for 29 s (a compile event as jax.monitoring reports it). The budget leaves
+    the compile out, so evaluating every epoch stays within 15% (charged, it would skip all
+    but the last); timings and the progress note report it."""
+    patterns = datasets.bars_and_stripes(3)
+    clock = [0.0]
+
+    def monitor(ctx):
+        if ctx.epoch == 1:
+            clock[0] += 29.0
+            jax.monitoring.record_event_duration_secs(
+                "/jax/core/compile/backend_compile_duration", 29.0
+            )
+        clock[0] += 0.1
+        return {}
+
+    kwargs = dict(epochs=12, method="cd", progress=False, log_likelihood=None, monitors=[monitor])
+    fit(patterns, 3, **kwargs)  # compiles the loop and the built-in monitors for real
+    run_epochs = training_fitting.run_epochs
+
+    def timed_epochs(trainer, state, data, n_epochs, **kw):
+        clock[0] += float(n_epochs)
+        return run_epochs(trainer, state, data, n_epochs, **kw)
+
+    monkeypatch.setattr(training_fitting, "run_epochs", timed_epochs)
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(training_fitting, "time", fake_time)
+    res = fit(patterns, 3, **kwargs)
+    assert res.history["epoch"] == list(range(1, 13))
+    assert res.timings["evaluations_skipped"] == 0
+    assert res.timings["eval_compile_s"] == pytest.approx(29.0)
+    assert res.timings["eval_s"] == pytest.approx(29.0 + 12 * 0.1)
+    loop = _budget_loop(12, 1, 0.15)
+    loop.timings.update(res.timings)
+    loop.evaluations = res.timings["evaluations"]
+    assert "12 evaluations took 30.2 s, of which 29.0 s compiling" in loop.budget_note()
 
 
 def test_float64_spin_run_and_mixing_warning(x64, monkeypatch):
