@@ -74,7 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .core import RBMParams, free_energy, gibbs_sweep, hidden_field
+from .core import RBMParams, at_evaluation_precision, free_energy, gibbs_sweep, hidden_field
 from .kernels import tempered_params
 from .partition import EXACT_MAX_UNITS, EnumerationTooLarge, enumerated_layer, log_partition
 from .units import base_rate_bias, check_data
@@ -266,6 +266,7 @@ def _transition(key, params, base_bias, beta, v, phi):
 
 
 @partial(jax.jit, static_argnames="num_runs")
+@at_evaluation_precision
 def _forward_log_weights(key, params, base_bias, betas, num_runs):
     key_init, key_steps = jax.random.split(key)
     v = params.visible_layer.sample(
@@ -288,6 +289,7 @@ def _forward_log_weights(key, params, base_bias, betas, num_runs):
 
 
 @partial(jax.jit, static_argnames="num_chains")
+@at_evaluation_precision
 def _reverse_log_weights(key, params, base_bias, betas, data, num_chains):
     v = jnp.broadcast_to(data[:, None, :], (data.shape[0], num_chains, data.shape[-1]))
     zeros = jnp.zeros(v.shape[:-1], betas.dtype)
@@ -589,7 +591,7 @@ def log_likelihood(
         )
     batch = params.batch_shape
     v = data.reshape(data.shape[:1] + (1,) * len(batch) + data.shape[1:])
-    neg_f = -free_energy(params, v)  # (N,) + batch
+    neg_f = -at_evaluation_precision(free_energy)(params, v)  # (N,) + batch
     mean_neg_f = jnp.mean(neg_f, axis=0)
     if isinstance(log_z, AISResult):
         lo, hi = log_z.log_z_interval

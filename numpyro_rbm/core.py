@@ -31,6 +31,7 @@ Reference: G. E. Hinton, *A Practical Guide to Training Restricted Boltzmann Mac
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -56,7 +57,32 @@ __all__ = [
     "visible_log_prob",
     "gibbs_sweep",
     "apply_clamp",
+    "EVALUATION_PRECISION",
+    "at_evaluation_precision",
 ]
+
+#: The matmul precision of everything that *estimates* a probability: exact log Z and exact
+#: sampling, AIS, the log-likelihood's free energies, the pseudo-log-likelihood. Full float32:
+#: on a GPU the default precision of a float32 matmul is TF32 (inputs rounded to 10 mantissa
+#: bits), which shifts log Z of a 784-visible model by about 1e-2 nats where full float32 is
+#: off by about 1e-5 (``docs/performance.md``, "Precision"). Sampling and training (the Gibbs
+#: sweeps, the gradient's statistics) run at JAX's default: a TF32 sweep samples exactly the
+#: model whose weights are rounded by at most 2**-11 of themselves, a bias far below the Monte
+#: Carlo error of any chain count (tests/test_core.py measures both by enumeration). On a CPU
+#: both are full float32.
+EVALUATION_PRECISION = "highest"
+
+
+def at_evaluation_precision(fn):
+    """``fn`` traced and run under ``jax.default_matmul_precision(EVALUATION_PRECISION)``;
+    put it inside ``jax.jit``, so that callers in any precision share one compilation."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(EVALUATION_PRECISION):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 @jax.tree_util.register_dataclass

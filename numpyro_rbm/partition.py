@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .core import RBMParams, sample_hidden, sample_visible
+from .core import RBMParams, at_evaluation_precision, sample_hidden, sample_visible
 from .units import UnitType
 
 __all__ = [
@@ -359,6 +359,7 @@ def log_partition(
 # Compiled once per shape, unit types and chunking: an eager call would otherwise re-trace
 # the enumeration's lax.map on every call.
 @partial(jax.jit, static_argnums=1)
+@at_evaluation_precision
 def _log_partition_compiled(params: RBMParams, k: int):
     return _map_over_batch(lambda p: logsumexp(_chunk_log_z(_layout(p, None), k)), params)
 
@@ -406,6 +407,7 @@ def sample_exact(
 
 
 @partial(jax.jit, static_argnums=(2, 3))
+@at_evaluation_precision
 def _sample_exact_compiled(key, params: RBMParams, sample_shape, chunk_bits):
     num_samples = math.prod(sample_shape)
     batch_shape = params.batch_shape

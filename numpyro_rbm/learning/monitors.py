@@ -33,7 +33,14 @@ import numpy as np
 
 from .._threefry import threefry_split
 from ..ais import estimate_log_z
-from ..core import RBMParams, free_energy, hidden_field, hidden_mean, visible_mean
+from ..core import (
+    RBMParams,
+    at_evaluation_precision,
+    free_energy,
+    hidden_field,
+    hidden_mean,
+    visible_mean,
+)
 from .negative import PCD, NegativePhase
 
 __all__ = [
@@ -132,7 +139,7 @@ def pseudo_log_likelihood(params: RBMParams, v):
 
 
 _reconstruction_error = jax.jit(reconstruction_error)
-_pseudo_log_likelihood = jax.jit(pseudo_log_likelihood)
+_pseudo_log_likelihood = jax.jit(at_evaluation_precision(pseudo_log_likelihood))
 
 
 # --- monitors ----------------------------------------------------------------------------------
@@ -155,6 +162,7 @@ def pseudo_log_likelihood_monitor(ctx: MonitorContext) -> dict:
 
 
 @jax.jit
+@at_evaluation_precision
 def _mean_neg_free_energy(params, v):
     return jnp.mean(-free_energy(params, v))
 
