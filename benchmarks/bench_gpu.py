@@ -8,7 +8,9 @@ smoke test of this script). The rows and targets are those of the issue about ac
 first measured on an H200 by ``shared/gpu/bench_gpu.py``:
 
 * Gibbs 784x500 at 10,000 and 100,000 chains: chain-sweeps per second of the library's sweep
-  against a matmul-only scan of the same shapes (the roofline); target ratio >= 0.9.
+  against a matmul-only scan of the same shapes (the roofline); target ratio >= 0.9. The
+  same at ``jax.default_matmul_precision("highest")`` (full float32, what evaluation runs at:
+  ``docs/performance.md``, "Precision"), against the roofline at that precision.
 * ``fit``'s fixed cost per call (a 1-epoch call minus one epoch), 784x500, batch 100; target
   under 50 ms; and its examples per second.
 * exact log Z 784x24 and 64x28 with the default chunking; target <= 0.05 s.
@@ -26,6 +28,7 @@ from _common import row, write_results
 CASES = [
     ("Gibbs 784x500, 10,000 chains", "chain-sweeps/s"),
     ("Gibbs 784x500, 100,000 chains", "chain-sweeps/s"),
+    ("Gibbs 784x500, 100,000 chains, precision highest", "chain-sweeps/s"),
     ("fit 784x500, batch 100: fixed cost per call", "s"),
     ("fit 784x500, batch 100: epoch throughput", "examples/s"),
     ("exact log Z 784x24, default chunks", "s"),
@@ -80,9 +83,14 @@ def gibbs_row(case, metric, params, chains, sweeps):
 
 
 def gibbs_rows(quick):
+    import jax
+
     params, sweeps = make(784, 500), 5 if quick else 50
     sizes = (64, 128) if quick else (10_000, 100_000)
-    return [gibbs_row(*CASES[i], params, sizes[i], sweeps) for i in range(2)]
+    rows = [gibbs_row(*CASES[i], params, sizes[i], sweeps) for i in range(2)]
+    with jax.default_matmul_precision("highest"):  # both sides traced at full float32
+        rows.append(gibbs_row(*CASES[2], params, sizes[1], sweeps))
+    return rows
 
 
 def at_most(r, limit):
@@ -110,9 +118,9 @@ def fit_rows(quick):
     epoch = (t6 - t1) / 5
     return [
         at_most(
-            row(*CASES[2], t1 - epoch, target="< 0.05 s", note="1 epoch call - 1 epoch"), 0.05
+            row(*CASES[3], t1 - epoch, target="< 0.05 s", note="1 epoch call - 1 epoch"), 0.05
         ),
-        row(*CASES[3], n / epoch, note=f"{n} examples"),
+        row(*CASES[4], n / epoch, note=f"{n} examples"),
     ]
 
 
@@ -133,7 +141,7 @@ def logz_row(case, metric, nv, nh):
 
 def logz_rows(quick):
     sizes = [(784, 12), (64, 12)] if quick else [(784, 24), (64, 28)]
-    return [logz_row(*CASES[4 + i], *sizes[i]) for i in range(2)]
+    return [logz_row(*CASES[5 + i], *sizes[i]) for i in range(2)]
 
 
 def ais_rows(quick):
@@ -151,7 +159,7 @@ def ais_rows(quick):
         )
 
     call()
-    return [row(*CASES[6], best_of(call, n=1), note=f"{runs} runs")]
+    return [row(*CASES[7], best_of(call, n=1), note=f"{runs} runs")]
 
 
 def main(argv=None):

@@ -13,6 +13,12 @@ Sections (each prints its rows; all rows go to the JSON written with ``--out``):
   with the library defaults (Adam and centering) and once like scikit-learn (plain SGD at 0.1,
   no centering). Each side is timed several times, the runs taking turns, and the best time
   counts (the machine is shared, and the best time is the one least disturbed).
+* ``fixed``: ``fit``'s fixed cost per warm call (issue 17), as process CPU time outside the
+  compiled epochs (robust on a shared machine, where wall time is not), with the count of
+  traces and compilations in the warm calls (0 expected): ``fit(x, n_hidden, epochs=1,
+  eval_every=None)`` on the digits (64 x 16, batch 10) and on 784 x 500 (batch 100) with
+  2,000 rows (``--quick``) or 60,000 (the accelerator benchmark's size). On a GPU,
+  ``bench_gpu.py`` measures the same cost as wall time (a 1-epoch call minus one epoch).
 * ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, on the 30
   bars-and-stripes 4x4 patterns (not tiled); exact log-likelihood per pattern against the
   optimum -ln 30 (target >= -3.45 on every seed).
@@ -380,19 +386,65 @@ def quality(hidden_sizes=(16, 20), epochs=100, seeds=range(5)):
     return rows
 
 
+def fixed_cost(quick: bool, calls: int = 5):
+    """``fit``'s CPU time per warm call outside the compiled epochs (see the module doc)."""
+    from numpyro_rbm.learning import fitting
+
+    r = np.random.default_rng(0)
+    n = 2_000 if quick else 60_000
+    prototypes = r.random((20, 784)) < 0.3
+    wide = (prototypes[r.integers(0, 20, n)] ^ (r.random((n, 784)) < 0.05)).astype(np.float32)
+    cases = [("digits 64x16, batch 10", datasets.digits().train, 16, 10),
+             (f"784x500, {n} rows, batch 100", wide, 500, 100)]  # fmt: skip
+    inside, events, run_epochs = [0.0], [], fitting.run_epochs
+
+    def timed(trainer, state, data, n_epochs, **kw):  # the epochs' own CPU time
+        start = time.process_time()
+        out = jax.block_until_ready(run_epochs(trainer, state, data, n_epochs, **kw))
+        if n_epochs > 0:
+            inside[0] += time.process_time() - start
+        return out
+
+    def listen(event, duration, **_):
+        events.append(event)
+
+    rows = []
+    fitting.run_epochs = timed
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for name, x, n_hidden, batch in cases:
+            kw = dict(epochs=1, batch_size=batch, eval_every=None, progress=False)
+            fit(x, n_hidden, seed=0, **kw)  # compile
+            inside[0], events[:] = 0.0, []
+            start = time.process_time()
+            for seed in range(1, calls + 1):
+                jax.block_until_ready(fit(x, n_hidden, seed=seed, **kw).params)
+            fixed = (time.process_time() - start - inside[0]) / calls
+            note = f"CPU time outside the epochs; {len(events)} traces/compiles in warm calls"
+            rows.append(row(f"fit fixed cost per call, {name}", "CPU s per call", fixed,
+                            note=note))  # fmt: skip
+    finally:
+        fitting.run_epochs = run_epochs
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 2-3 minute subset")
-    parser.add_argument("--sections", nargs="+", default=None, help="speed, bas, quality")
+    parser.add_argument("--sections", nargs="+", default=None, help="speed, fixed, bas, quality")
     parser.add_argument("--hidden", nargs="+", type=int, default=[16, 20])
     parser.add_argument("--seeds", type=int, default=None, help="bars-and-stripes seeds")
     parser.add_argument("--quality-seeds", type=int, default=5, help="digits quality seeds")
     parser.add_argument("--out", default=str(RESULTS / "training.json"), help="JSON path")
     args = parser.parse_args()
-    sections = args.sections or (["speed", "bas"] if args.quick else ["speed", "bas", "quality"])
+    default = ["speed", "fixed", "bas"] + ([] if args.quick else ["quality"])
+    sections = args.sections or default
     rows = []
     if "speed" in sections:
         rows += speed(args.quick)
+    if "fixed" in sections:
+        rows += fixed_cost(args.quick)
     if "bas" in sections:
         rows += bas(range(args.seeds or (1 if args.quick else 10)))
     if "quality" in sections:
