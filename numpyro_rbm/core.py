@@ -64,12 +64,12 @@ __all__ = [
 #: The matmul precision of everything that *estimates* a probability: exact log Z and exact
 #: sampling, AIS, the log-likelihood's free energies, the pseudo-log-likelihood. Full float32:
 #: on a GPU the default precision of a float32 matmul is TF32 (inputs rounded to 10 mantissa
-#: bits), which shifts log Z of a 784-visible model by about 1e-2 nats where full float32 is
-#: off by about 1e-5 (``docs/performance.md``, "Precision"). Sampling and training (the Gibbs
-#: sweeps, the gradient's statistics) run at JAX's default: a TF32 sweep samples exactly the
-#: model whose weights are rounded by at most 2**-11 of themselves, a bias far below the Monte
-#: Carlo error of any chain count (tests/test_core.py measures both by enumeration). On a CPU
-#: both are full float32.
+#: bits), which moves exact log Z of a 784x16 model by 2.3e-3 nats where full float32 is off
+#: by 4e-5, and more with more hidden units (``docs/performance.md``, "Precision"). Sampling
+#: and training (the Gibbs sweeps, the gradient's statistics) run at JAX's default: a TF32
+#: sweep samples exactly the model whose weights are rounded by at most 2**-11 of themselves,
+#: a bias far below the Monte Carlo error of usual chain counts (tests/test_precision.py
+#: measures both by enumeration). On a CPU both are full float32.
 EVALUATION_PRECISION = "highest"
 
 
