@@ -75,3 +75,10 @@ def test_impute(examples):
 def test_svi_is_pcd(examples):
     results = examples("svi_is_pcd").main(["--quick"])
     assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)
+
+
+def test_hybrid_rbm(examples):
+    results = examples("hybrid_rbm").main(["--quick"])
+    assert results["failed"] == []  # the hybrid classifies, and is a density model
+    rows = results["rows"]
+    assert rows["alpha = 0.1"]["accuracy"] > 0.5 and results["ll_gap"] > 10.0
