@@ -9,9 +9,9 @@ scaled by the generative weight ``alpha`` (``numpyro.handlers.scale``) and whose
 softmax on the RBM's hidden means. ``SVI`` with ``Trace_ELBO``, an empty guide and Adam
 maximises ``alpha * log p(v) + log p(y | v)`` over all of ``W, b, c, U, d``: the RBM's
 parameters get the classifier's back-propagated gradient plus ``alpha`` times the PCD
-gradient. ``alpha = 0`` drops the RBM site: a purely discriminative network (one sigmoid
-hidden layer of 16 units), whose ``b`` is never trained and whose ``W, c`` are fitted to
-classify, not to model the images.
+gradient. ``alpha = 0`` zeroes the RBM site's gradient: a purely discriminative network (one
+sigmoid hidden layer of 16 units), whose ``b`` is never trained and whose ``W, c`` are fitted
+to classify, not to model the images.
 
 Printed for each alpha: test accuracy and exact test log-likelihood per image (16 hidden
 units: log Z by enumeration). Against them, the two separate stages: scikit-learn's
@@ -21,16 +21,17 @@ log-likelihood; and the same pipeline with 100 hidden units (accuracy only).
 
 What it shows, and checks (thresholds far from the measured values, ``docs/models.md``): the
 hybrid model (alpha = 0.1) classifies (test accuracy at least 0.8; chance is 0.1) and is a
-density model: its exact test log-likelihood is at least 10 nats above the purely
-discriminative model's and no more than 2 nats below the two stages' RBM's. The accuracies of
+density model: its exact test log-likelihood is at least 2 nats above that of independent
+pixels at the training base rates, no more than 2 nats below the two stages' RBM's, and above
+the purely discriminative model's (which is printed: tens of nats below). The accuracies of
 the hybrid, the discriminative model and the two stages are printed, not checked: on 359 test
 images their differences are within a few standard errors (0.012 to 0.016 each).
 
-Hyper-parameters (Adam's step size, the number of epochs, alpha = 0.1 for the claims) were
-chosen with ``--validate``, which trains on 80% of the training images and evaluates on the
-other 20%, and does not read the test images: see ``docs/models.md``. ``--quick`` (the
-test's version): 8 epochs instead of 40, alphas 0 and 0.1 only, no two-stage pipelines, and
-the accuracy claim at 0.5.
+Hyper-parameters (Adam's step size, alpha = 0.1 for the claims, the logistic regression's
+C; 40 epochs fixed) were chosen with ``--validate``, which trains on 80% of the training
+images and evaluates on the other 20%, and does not read the test images: see
+``docs/models.md``. ``--quick`` (the test's version): 8 epochs instead of 40, alphas 0 and
+0.1 only, no two-stage pipelines, and the accuracy claim at 0.5.
 
 Needs scikit-learn (``pip install "numpyro-rbm[sklearn]"``); the full run takes a few minutes
 on two CPU cores.
@@ -58,30 +59,28 @@ from numpyro_rbm.sklearn import BernoulliRBM
 N_HIDDEN = 16
 N_CLASSES = 10
 BATCH = 20
-STEP = 0.01  # Adam's initial step size, on a cosine decay to 1% (chosen with --validate)
+STEP = 0.01  # Adam's initial step size, cosine decay to 1% (chosen with --validate: 0.01, 0.03)
 EPOCHS = {True: 8, False: 40}
 ALPHAS = {True: (0.0, 0.1), False: (0.0, 0.01, 0.1, 1.0)}
 HYBRID = 0.1  # the alpha whose model the claims are about (chosen with --validate)
 C_LOGISTIC = 10.0  # the two stages' logistic regression (chosen with --validate: 1 to 1000)
 # Claims (quick: 8 epochs; full: 40): the hybrid's accuracy at least this (chance is 0.1);
-# alpha = 0's LL at least this many nats below the hybrid's; (full only) the hybrid's LL at
-# least the two stages' RBM's minus this many nats.
+# its LL at least this many nats above independent pixels at the training base rates;
+# (full only) the hybrid's LL at least the two stages' RBM's minus this many nats.
 MIN_ACCURACY = {True: 0.5, False: 0.8}
-MIN_LL_GAP = 10.0
+MIN_LL_GAIN = 2.0
 MAX_LL_LOSS = 2.0
 
 
 def hybrid_model(v, y, alpha, init, sml, n_total):
     """The NumPyro model: RBM parameters ``W, b, c`` and classifier ``U, d`` as
     ``numpyro.param`` sites; per minibatch, ``v ~ RBM`` with its log-likelihood scaled by
-    ``alpha`` (no such site when ``alpha`` is ``None``: purely discriminative) and
-    ``y ~ Categorical(U E[h|v] + d)``."""
+    ``alpha`` and ``y ~ Categorical(U E[h|v] + d)``."""
     params = nrbm.RBMParams(*(numpyro.param(k, init[k]) for k in ("w", "b", "c")))
     u, d = numpyro.param("u", init["u"]), numpyro.param("d", init["d"])
     with numpyro.plate("digits", n_total, subsample_size=BATCH) as idx:
-        if alpha is not None:
-            with numpyro.handlers.scale(scale=alpha):
-                numpyro.sample("v", nrbm.RBM(params, log_z=sml), obs=v[idx])
+        with numpyro.handlers.scale(scale=alpha):
+            numpyro.sample("v", nrbm.RBM(params, log_z=sml), obs=v[idx])
         logits = nrbm.hidden_mean(params, v[idx]) @ u + d
         numpyro.sample("y", dist.Categorical(logits=logits), obs=y[idx])
 
@@ -103,8 +102,11 @@ def train_hybrids(train, labels, alphas, epochs, seed, step=STEP):
     """SVI on ``alpha * log p(v) + log p(y|v)`` for each alpha, from the same initial
     parameters and random stream; returns ``{alpha: (RBMParams, U, d)}``.
 
-    ``alpha`` is an argument of the compiled update (one compilation for all positive
-    alphas); ``alpha = 0`` is the model without the RBM site (a second compilation)."""
+    ``alpha`` is an argument of the compiled update (one compilation for all alphas), and
+    every alpha starts from the same state (``svi.init`` at alpha = 1: NumPyro refuses a
+    concrete zero scale, and the state does not depend on alpha). ``alpha = 0`` scales the
+    RBM site by a traced zero: its gradient (both phases) is exactly zero, so the updates are
+    those of the purely discriminative network; its chains still run, unused."""
     steps = epochs * (train.shape[0] // BATCH)
     key_init, key_run = jax.random.split(jax.random.key(seed))
     init = initial_params(key_init, train)
@@ -117,11 +119,10 @@ def train_hybrids(train, labels, alphas, epochs, seed, step=STEP):
     def run(state, args):
         return jax.lax.scan(lambda s, _: (svi.update(s, *args)[0], None), state, length=steps)[0]
 
+    start = svi.init(key_run, train, labels, jnp.float32(1), init)
     trained = {}
     for alpha in alphas:
-        weight = None if alpha == 0 else jnp.asarray(alpha, jnp.float32)
-        args = (train, labels, weight, init)
-        p = svi.get_params(run(svi.init(key_run, *args), args))
+        p = svi.get_params(run(start, (train, labels, jnp.float32(alpha), init)))
         trained[alpha] = nrbm.RBMParams(p["w"], p["b"], p["c"]), p["u"], p["d"]
     return trained
 
@@ -135,6 +136,13 @@ def two_stages(train, labels, n_hidden, epochs, seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return Pipeline([("rbm", rbm), ("logistic", logistic)]).fit(train, labels)
+
+
+def base_rate_ll(train, held):
+    """LL per row of ``held`` under independent pixels at the training base rates (the
+    probabilities of ``base_rate_bias``: smoothed frequencies)."""
+    q = 1 / (1 + np.exp(-np.asarray(nrbm.units.base_rate_bias(train), np.float64)))
+    return float(np.mean(held @ np.log(q) + (1 - held) @ np.log1p(-q)))
 
 
 def splits(validate):
@@ -198,14 +206,20 @@ def main(argv=None):
         f"{MIN_ACCURACY[args.quick]} (chance: 0.1)",
         f"{hybrid['accuracy']:.4f}",
     )
+    base = base_rate_ll(train, held)
+    report.check(
+        hybrid["ll"] >= base + MIN_LL_GAIN,
+        f"the hybrid is a density model: its {split} LL is at least {MIN_LL_GAIN} nats above "
+        "independent pixels at the training base rates",
+        f"{hybrid['ll']:.3f} against {base:.3f}",
+    )
     gap = hybrid["ll"] - discriminative["ll"]
     report.check(
-        gap >= MIN_LL_GAP,
-        f"the hybrid is a density model: its {split} LL is at least {MIN_LL_GAP} nats above "
-        "the purely discriminative model's (alpha = 0)",
-        f"{hybrid['ll']:.3f} against {discriminative['ll']:.3f}, gap {gap:.3f}",
+        gap > 0,
+        "the purely discriminative model (alpha = 0) is a worse density model than the hybrid",
+        f"{discriminative['ll']:.3f} against {hybrid['ll']:.3f}, gap {gap:.3f}",
     )
-    results = {"rows": rows, "ll_gap": gap}
+    results = {"rows": rows, "ll_gap": gap, "ll_gain": hybrid["ll"] - base}
     if not args.quick:
         stages = rows[f"two stages, {N_HIDDEN} hidden"]
         results["ll_loss"] = loss = stages["ll"] - hybrid["ll"]
