@@ -30,6 +30,7 @@ from .units import as_unit_type
 __all__ = [
     "Dataset",
     "digits",
+    "digit_labels",
     "bars_and_stripes",
     "load",
     "Standardization",
@@ -79,27 +80,48 @@ def digits(
     Returns:
         A :class:`Dataset` with 64 features per row and ``image_shape == (8, 8)``.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
     if binarize and not 0 < threshold <= 16:
         raise ValueError(
             f"threshold must be in (0, 16] (digit pixels range over 0..16), got {threshold!r}"
         )
-    # The UCI file bundled in numpyro_rbm/data (scikit-learn's copy, read as load_digits does).
+    pixels, _ = _digits_table()
+    x = (pixels >= threshold) if binarize else pixels / 16.0
+    train, test = _digits_split(len(x), test_fraction, seed)
+    x = x.astype(np.float32)
+    name = "digits" if binarize else "digits-gray"
+    return Dataset(x[train], x[test], (8, 8), name)
+
+
+def digit_labels(test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The classes (0..9) of the images of :func:`digits` with the same ``test_fraction`` and
+    ``seed``, in the same order: ``(train_labels, test_labels)``, ``int32`` arrays."""
+    _, labels = _digits_table()
+    train, test = _digits_split(len(labels), test_fraction, seed)
+    return labels[train], labels[test]
+
+
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled UCI file (scikit-learn's copy, read as ``load_digits`` does): pixels
+    ``(1797, 64)`` in 0..16 (float64) and the classes (int32)."""
     with resources.files(__package__).joinpath("data/digits.csv.gz").open("rb") as raw:
         with gzip.open(raw, mode="rt", encoding="utf-8") as text:
-            pixels = np.loadtxt(text, delimiter=",")[:, :-1]  # (1797, 64), float64 in 0..16
-    x = (pixels >= threshold) if binarize else pixels / 16.0
-    x = x.astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    if not 0 < n_test < len(x):
+            table = np.loadtxt(text, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int32)
+
+
+def _digits_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, test)``: a permutation from ``default_rng(seed)``, whose first
+    ``round(test_fraction * n)`` rows are the test set."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    if not 0 < n_test < n:
         raise ValueError(
-            f"test_fraction={test_fraction!r} leaves {n_test} of {len(x)} images for testing; "
+            f"test_fraction={test_fraction!r} leaves {n_test} of {n} images for testing; "
             "choose a fraction that keeps at least one image in each set"
         )
-    name = "digits" if binarize else "digits-gray"
-    return Dataset(x[order[n_test:]], x[order[:n_test]], (8, 8), name)
+    return order[n_test:], order[:n_test]
 
 
 def bars_and_stripes(n: int) -> np.ndarray:

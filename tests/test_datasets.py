@@ -43,6 +43,26 @@ def test_digits_threshold_fraction_and_gray():
     assert len(np.unique(gray.train)) == 17  # 0/16 .. 16/16
 
 
+def test_digit_labels_follow_the_images_split():
+    # Each image keeps its own class: scikit-learn's copy of the same file, rows and labels
+    # permuted together, against digits() and digit_labels() with the same seed and fraction.
+    load_digits = pytest.importorskip("sklearn.datasets").load_digits
+    raw = load_digits()
+    for seed, fraction in ((0, 0.2), (5, 0.5)):
+        d = datasets.digits(seed=seed, test_fraction=fraction)
+        y_train, y_test = datasets.digit_labels(test_fraction=fraction, seed=seed)
+        assert y_train.dtype == np.int32 and set(np.unique(y_test)) == set(range(10))
+        x = np.concatenate([d.train, d.test])
+        y = np.concatenate([y_train, y_test])
+        order = np.random.default_rng(seed).permutation(len(raw.target))
+        n_test = len(d.test)
+        order = np.concatenate([order[n_test:], order[:n_test]])
+        assert np.array_equal(y, raw.target[order])
+        assert np.array_equal(x, (raw.data[order] >= 8).astype(np.float32))
+    with pytest.raises(ValueError, match="test_fraction"):
+        datasets.digit_labels(test_fraction=1.0)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -75,3 +75,9 @@ def test_impute(examples):
 def test_svi_is_pcd(examples):
     results = examples("svi_is_pcd").main(["--quick"])
     assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)
+
+
+def test_hybrid_rbm(examples):
+    results = examples("hybrid_rbm").main(["--quick"])
+    assert results["failed"] == []  # the hybrid classifies, and is a density model
+    assert set(results["rows"]) == {"alpha = 0", "alpha = 0.1"}
