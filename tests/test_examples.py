@@ -75,3 +75,8 @@ def test_impute(examples):
 def test_svi_is_pcd(examples):
     results = examples("svi_is_pcd").main(["--quick"])
     assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)
+
+
+def test_svi_missing(examples):
+    results = examples("svi_missing").main(["--quick"])
+    assert results["failed"] == []  # SVI on incomplete digits reaches fit's held-out LL
