@@ -37,6 +37,7 @@ _NAMES = {
     "RBMGibbs": "infer",
     **dict.fromkeys(["EnumerationTooLarge", "log_partition", "sample_exact"], "partition"),
     **dict.fromkeys(["SML", "SMLContextError", "SMLLogZ", "sml"], "models"),
+    **dict.fromkeys(["Incomplete", "incomplete"], "models"),
     **dict.fromkeys(
         ["ChainsNotMixing", "FitResult", "TrainingDiverged", "TrainState", "cd_negative", "fit",
          "free_energy_loss", "loss_gradient", "pcd_negative", "pt_negative"], "learning"),
@@ -122,7 +123,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on f
         pcd_negative,
         pt_negative,
     )
-    from .models import SML, SMLContextError, SMLLogZ, sml  # noqa: F401
+    from .models import SML, Incomplete, SMLContextError, SMLLogZ, incomplete, sml  # noqa: F401
     from .normalisable import Normalisability, NotNormalisable, check_normalisable  # noqa: F401
     from .partition import EnumerationTooLarge, log_partition, sample_exact  # noqa: F401
     from .units import (  # noqa: F401
@@ -196,6 +197,8 @@ __all__ = [
     "SML",
     "SMLLogZ",
     "SMLContextError",
+    "incomplete",
+    "Incomplete",
     # learning
     "fit",
     "FitResult",

@@ -355,8 +355,14 @@ class RBM(Distribution):
 
     def log_prob(self, value):
         r""":math:`\log p(v) = -F(v) - \log Z` (just :math:`-F(v)` when ``log_z=None``),
-        shape ``sample_shape + batch_shape``; :math:`-\infty` outside the support."""
+        shape ``sample_shape + batch_shape``; :math:`-\infty` outside the support.
+
+        A row with a missing entry (NaN) is an error when the value is concrete (outside
+        ``jit``) and outside the support (:math:`-\infty`) when traced: its density is the
+        marginal of its observed entries, which this is not. To train from incomplete rows,
+        observe ``numpyro_rbm.incomplete(data).complete(params, idx)`` (``docs/models.md``)."""
         value = jnp.asarray(value)
+        _check_no_missing(value)
         size = self.event_shape[0]
         if value.ndim < 1 or value.shape[-1] != size:
             raise ValueError(
@@ -393,6 +399,22 @@ class RBM(Distribution):
         hidden_bias = (weights[-1],) if hidden_bias is None else hidden_bias
         batch_shape = _check_shapes(tuple(weights), tuple(visible_bias), tuple(hidden_bias))
         return batch_shape, (weights[-2],)
+
+
+def _check_no_missing(value):
+    """Raises for a concrete value with a NaN entry, naming the first (row, column)."""
+    if _is_tracer(value) or not jnp.issubdtype(value.dtype, jnp.floating):
+        return
+    nan = np.argwhere(np.isnan(np.asarray(value)))
+    if nan.size:
+        where = ", ".join(str(i) for i in nan[0])
+        raise ValueError(
+            f"RBM.log_prob got a missing entry (NaN) at index ({where}): the RBM's density is "
+            "that of complete rows, and an incomplete row's is the marginal of its observed "
+            "entries. To train from incomplete rows, use numpyro_rbm.fit(data_with_nans), "
+            "or inside a NumPyro model observe missing.complete(params, idx) with missing = "
+            "numpyro_rbm.incomplete(data_with_nans) (docs/models.md, incomplete data in SVI)"
+        )
 
 
 @jax.jit

@@ -23,6 +23,12 @@ PCD/PT training, and ``numpyro.plate(..., subsample_size=...)`` gives its miniba
 Only SVI (or one's own loop that carries ``numpyro.mutable`` state) can keep the chains: a
 model run outside any handler, or under MCMC's potential energy (whose evaluations are
 independent), raises :class:`SMLContextError` saying what to use instead.
+
+**Incomplete data** (NaN entries): :func:`incomplete` keeps one persistent imputation per
+example in a second mutable site; inside the subsampled plate, ``obs=missing.complete(params,
+idx)`` advances the rows ``idx`` by clamped Gibbs sweeps and observes the completed rows, the
+positive phase of :func:`numpyro_rbm.fit` on the same data (``docs/models.md``, "Incomplete
+data in SVI").
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from numpyro import primitives
 
 from .ais import choose_method
 from .core import RBMParams
+from .learning.missing import IncompleteData, impute_batch
 from .learning.negative import PCD, NegativePhase
 from .learning.sml import (
     TrackedLogZ,
@@ -47,8 +54,9 @@ from .learning.sml import (
     sml_log_z,
     tracked_step,
 )
+from .units import as_unit_type, check_incomplete_data
 
-__all__ = ["SML", "SMLLogZ", "SMLContextError", "sml"]
+__all__ = ["SML", "SMLLogZ", "SMLContextError", "sml", "Incomplete", "incomplete"]
 
 _VALUES = ("auto", "exact", "tracked")
 
@@ -210,11 +218,12 @@ def _advance(phase: NegativePhase, settings, key, params: RBMParams, chains, tra
     return v_model, chains, tracked, value, variance, age, info
 
 
-def _check_context(name: str):
-    """Raises :class:`SMLContextError` where ``numpyro.mutable`` state cannot persist."""
+def _check_context(name: str, user: str = "log_z=sml(...)", kept: str = "persistent chains"):
+    """Raises :class:`SMLContextError` where ``numpyro.mutable`` state cannot persist (``user``
+    keeps ``kept`` in the site ``name``)."""
     if not primitives._PYRO_STACK:
         raise SMLContextError(
-            f"log_z=sml(...) keeps persistent chains in the numpyro.mutable site {name!r}, "
+            f"{user} keeps {kept} in the numpyro.mutable site {name!r}, "
             "and outside a NumPyro handler nothing carries them from one run to the next. "
             "Train the model with numpyro.infer.SVI (it carries mutable state); to evaluate "
             "a trained RBM, use log_z='exact' (small models) or an AIS estimate "
@@ -226,7 +235,7 @@ def _check_context(name: str):
         return
     if any(isinstance(h, _unconstrain_params) for h in primitives._PYRO_STACK):
         raise SMLContextError(
-            f"log_z=sml(...) needs its persistent chains (the numpyro.mutable site {name!r}) "
+            f"{user} needs its {kept} (the numpyro.mutable site {name!r}) "
             "to carry over from one update to the next, and MCMC's potential energy "
             "(HMC, NUTS, and the initialisation of AutoGuides) evaluates the model without "
             "keeping them. For maximum likelihood use SVI with a hand-written guide (or "
@@ -265,3 +274,128 @@ def sml(
         PCD(1, 100) if phase is None else phase,
         name, value, int(refresh_every), int(ais_runs), int(ais_betas), init_data,
     )  # fmt: skip
+
+
+# --- incomplete data: the positive phase's persistent imputations ---------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Incomplete:
+    r"""Training rows with missing entries and their persistent imputations as model state
+    (see :func:`incomplete`)."""
+
+    #: The filled layer and the mask of observed layer units, ``(N, n_visible)`` each.
+    data: IncompleteData
+    #: The visible unit type the rows were checked against.
+    units: Any
+    sweeps: int = 1
+    name: str = "rbm_imputations"
+
+    @property
+    def num_examples(self) -> int:
+        """:math:`N`, the size of the plate the rows are observed in."""
+        return self.data.values.shape[0]
+
+    def complete(self, params, idx) -> jax.Array:
+        r"""The rows ``idx`` completed: their imputations advance :attr:`sweeps` clamped Gibbs
+        sweeps under ``params`` (gradients stopped: they are samples of
+        :math:`p(v_M \mid v_O)`) and are written back to the mutable site.
+
+        Args:
+            params: the RBM's :class:`~numpyro_rbm.RBMParams` (or the :class:`~numpyro_rbm.RBM`).
+            idx: the rows, ``(B,)`` integers: the plate's subsample indices.
+
+        Returns:
+            The completed rows as site values ``(B, site_size)``: the observed entries, and
+            the imputations where entries are missing. Observe them at the RBM site.
+        """
+        params = getattr(params, "params", params)  # an RBM distribution, or RBMParams
+        _check_context(self.name, "incomplete(...).complete", "per-example imputations")
+        self._check_params(params)
+        dtype = params.weights.dtype
+        data = IncompleteData(
+            jnp.asarray(self.data.values, dtype), jnp.asarray(self.data.observed)
+        )
+        state = primitives.mutable(self.name, {"imputations": data.values})
+        imputations = state["imputations"]
+        if jnp.shape(imputations) != data.values.shape:
+            raise ValueError(
+                f"the mutable site {self.name!r} holds imputations of shape "
+                f"{jnp.shape(imputations)}, not {data.values.shape}: they belong to other "
+                "data. Give each incomplete(...) its own name or start SVI again (svi.init)"
+            )
+        idx = jnp.asarray(idx)
+        if idx.ndim != 1 or not jnp.issubdtype(idx.dtype, jnp.integer):
+            raise ValueError(
+                f"complete(params, idx) takes the plate's subsample indices, a 1-d integer "
+                f"array; got shape {idx.shape}, dtype {idx.dtype}"
+            )
+        batch, state["imputations"] = _impute_batch(
+            primitives.prng_key(), jax.lax.stop_gradient(params), imputations, data, idx,
+            self.sweeps,
+        )  # fmt: skip
+        return params.visible_units.from_layer(batch)
+
+    def _check_params(self, params: RBMParams):
+        if params.visible_units != self.units:
+            raise ValueError(
+                f"incomplete(data, units={self.units.spec!r}) checked the rows as "
+                f"{self.units.spec} units, but the RBM's visible units are "
+                f"{params.visible_units.spec}: pass units={params.visible_units.spec!r}"
+            )
+        if params.batch_shape != () or params.n_visible != self.data.values.shape[1]:
+            raise ValueError(
+                f"the rows have {self.data.values.shape[1]} layer units, the RBM "
+                f"{params.n_visible} visible units (batch shape {params.batch_shape}); "
+                "complete(...) takes the parameters of one RBM of the data's width"
+            )
+
+
+#: The rows' step, compiled once per number of sweeps (a model run outside ``jit``, as at
+#: ``svi.init``, would otherwise trace the Gibbs scan anew every run).
+_impute_batch = jax.jit(impute_batch, static_argnums=5)
+
+
+def incomplete(
+    data, units="bernoulli", *, sweeps: int = 1, name: str = "rbm_imputations", seed: int = 0
+) -> Incomplete:
+    r"""Rows with missing entries (NaN) for an observed RBM site trained by SVI: the positive
+    phase of a stochastic-approximation EM, as :func:`numpyro_rbm.fit` runs it.
+
+    For an example with observed entries :math:`v_O`, :math:`\log p(v_O) = \log \sum_{v_M}
+    e^{-F(v_O, v_M)} - \log Z`, whose gradient is
+    :math:`-\mathbb E_{v_M \sim p(v_M \mid v_O)}[\nabla F(v_O, v_M)] + \nabla \log Z`. Each
+    example keeps a persistent imputation of its missing entries in the ``numpyro.mutable``
+    site ``name``; :meth:`Incomplete.complete` advances the rows of a minibatch by ``sweeps``
+    clamped Gibbs sweeps (:func:`numpyro_rbm.learning.missing.impute_batch`, the step of
+    ``fit``) and returns them completed. Observed at an RBM site whose ``log_z`` has the right
+    gradient (:func:`sml`, or ``"exact"``), :math:`\nabla \log p(v_O, v_M)` is then the
+    positive phase at the completed rows minus the negative phase: an unbiased estimate of
+    :math:`\nabla \log p(v_O)` when :math:`v_M \sim p(v_M \mid v_O)` (Salakhutdinov, Mnih
+    & Hinton 2007). The site's log density is :math:`\log p(v_O, v_M)`, not
+    :math:`\log p(v_O)`: for discrete units a lower bound on it, by
+    :math:`\log p(v_M \mid v_O) \le 0` (``docs/models.md``)::
+
+        missing = nrbm.incomplete(data_with_nans)
+        with numpyro.plate("n", missing.num_examples, subsample_size=10) as idx:
+            numpyro.sample("v", rbm, obs=missing.complete(rbm, idx))
+
+    Args:
+        data: ``(N, n_sites)`` with NaN where an entry is missing; checked as
+            :func:`numpyro_rbm.fit` checks it (:func:`numpyro_rbm.units.check_incomplete_data`:
+            a row or column with no observed entry is an error naming it). The imputations
+            start as ``fit``'s do: each missing entry from the same column of a random row
+            where it is observed (NumPy's PCG64 from ``seed``).
+        units: the RBM's visible unit type.
+        sweeps: clamped Gibbs sweeps per visit of an example (``fit``'s ``impute_sweeps``).
+        name: the mutable site's name (one per data set in a model).
+    """
+    units = as_unit_type(units)
+    if not (isinstance(sweeps, (int, np.integer)) and sweeps >= 1):
+        raise ValueError(f"sweeps must be an integer >= 1, got {sweeps!r}")
+    layer, observed = check_incomplete_data(data, units, "data", seed=seed)
+    if observed is None:  # complete data: nothing to impute, every unit observed
+        observed = np.ones(np.shape(layer), bool)
+    return Incomplete(
+        IncompleteData(np.asarray(layer), np.asarray(observed)), units, int(sweeps), name
+    )

@@ -81,3 +81,8 @@ def test_hybrid_rbm(examples):
     results = examples("hybrid_rbm").main(["--quick"])
     assert results["failed"] == []  # the hybrid classifies, and is a density model
     assert set(results["rows"]) == {"alpha = 0", "alpha = 0.1"}
+
+
+def test_svi_missing(examples):
+    results = examples("svi_missing").main(["--quick"])
+    assert results["failed"] == []  # SVI on incomplete digits reaches fit's held-out LL
