@@ -75,3 +75,8 @@ def test_impute(examples):
 def test_svi_is_pcd(examples):
     results = examples("svi_is_pcd").main(["--quick"])
     assert results["failed"] == []  # SVI's held-out LL reaches fit's (exact evaluation)
+
+
+def test_svi_gaussian_noise(examples):
+    results = examples("svi_gaussian_noise").main(["--quick"])
+    assert results["failed"] == []  # known noise variances recovered, held-out LL near truth
