@@ -269,7 +269,7 @@ def sml(
         tolerance: nats; refresh the tracked value early once its age times the drift rate
             measured at the last refresh, plus its standard error, exceeds this, or its age
             is twice the last interval (default: every ``refresh_every`` runs only). Keep it
-            well above an AIS refresh's standard error, else every run refreshes.
+            well above an AIS refresh's standard error, else the refreshes come ever sooner.
         init_data: rows to start the chains from (default: random layer states).
     """
     return SML(
