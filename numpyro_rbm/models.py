@@ -90,6 +90,7 @@ class SML:
     name: str = "rbm_sml"
     value: str = "auto"
     refresh_every: int = 100
+    tolerance: float | None = None
     ais_runs: int = 100
     ais_betas: int = 1000
     init_data: Any = None
@@ -110,6 +111,8 @@ class SML:
             raise ValueError(f"sml(value=...) must be one of {_VALUES}, got {self.value!r}")
         if not (isinstance(self.refresh_every, int) and self.refresh_every >= 1):
             raise ValueError(f"refresh_every must be a positive int, got {self.refresh_every!r}")
+        if self.tolerance is not None and not self.tolerance > 0:
+            raise ValueError(f"tolerance must be positive (nats), got {self.tolerance!r}")
 
     def method(self, params: RBMParams) -> str:
         """``"exact"`` or ``"tracked"``: ``"auto"`` enumerates every run when the library's
@@ -156,7 +159,7 @@ class SML:
         key_init, key_step = jax.random.split(primitives.prng_key())
         state = primitives.mutable(self.name, self.init_state(key_init, params))
         chains = self._checked_chains(state, params)
-        settings = (self.refresh_every, self.ais_runs, self.ais_betas)
+        settings = (self.refresh_every, self.tolerance, self.ais_runs, self.ais_betas)
         v_model, chains, tracked, value, variance, age, info = _advance(
             self.phase, settings, key_step, jax.lax.stop_gradient(params), chains,
             state.get("log_z"),
@@ -201,7 +204,7 @@ def _advance(phase: NegativePhase, settings, key, params: RBMParams, chains, tra
     """One run's pure part, compiled once per phase and settings: the negative samples, the
     next chains, and the value of log Z (exact, or the tracked estimate moved to ``params``
     with the chains as they stood, then refreshed when due)."""
-    refresh_every, ais_runs, ais_betas = settings
+    refresh_every, tolerance, ais_runs, ais_betas = settings
     key_step, key_fresh = jax.random.split(key)
     v_before = phase.chains(chains)
     v_model, chains, info = phase.step(key_step, params, chains, None)
@@ -212,7 +215,7 @@ def _advance(phase: NegativePhase, settings, key, params: RBMParams, chains, tra
     else:
         tracked = tracked_step(TrackedLogZ(*tracked), params, v_before)
         tracked = refreshed(
-            key_fresh, tracked, refresh_every, ais_runs=ais_runs, ais_betas=ais_betas
+            key_fresh, tracked, refresh_every, tolerance, ais_runs=ais_runs, ais_betas=ais_betas
         )
         value, variance, age = tracked.log_z, tracked.variance, tracked.age
     return v_model, chains, tracked, value, variance, age, info
@@ -250,6 +253,7 @@ def sml(
     name: str = "rbm_sml",
     value: str = "auto",
     refresh_every: int = 100,
+    tolerance: float | None = None,
     ais_runs: int = 100,
     ais_betas: int = 1000,
     init_data=None,
@@ -263,16 +267,24 @@ def sml(
     every run; ``"tracked"``: refreshed every ``refresh_every`` runs (exact when the smaller
     layer enumerates, else AIS with ``ais_runs`` runs and ``ais_betas`` temperatures) and
     moved by importance sampling with the chains in between (age and standard error in
-    ``rbm.log_z_info``); ``"auto"``: exact when the library's chooser enumerates, else tracked.
+    ``rbm.log_z_info``), and with a ``tolerance`` refreshed early, when the drift rate
+    measured at refreshes says it may be that many nats off
+    (:mod:`numpyro_rbm.learning.sml`); ``"auto"``: exact when the library's chooser
+    enumerates, else tracked.
 
     Args:
         phase: a persistent negative phase (default ``numpyro_rbm.learning.pcd(1, 100)``).
         name: the mutable site's name (one per RBM in a model).
+        tolerance: nats; refresh the tracked value early once its age times the drift rate
+            measured at the last refresh, plus its standard error, exceeds this, or its age
+            is twice the last interval (default: every ``refresh_every`` runs only). Keep it
+            well above an AIS refresh's standard error, else the refreshes come ever sooner.
         init_data: rows to start the chains from (default: random layer states).
     """
     return SML(
         PCD(1, 100) if phase is None else phase,
-        name, value, int(refresh_every), int(ais_runs), int(ais_betas), init_data,
+        name, value, int(refresh_every), None if tolerance is None else float(tolerance),
+        int(ais_runs), int(ais_betas), init_data,
     )  # fmt: skip
 
 

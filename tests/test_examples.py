@@ -86,3 +86,8 @@ def test_hybrid_rbm(examples):
 def test_svi_missing(examples):
     results = examples("svi_missing").main(["--quick"])
     assert results["failed"] == []  # SVI on incomplete digits reaches fit's held-out LL
+
+
+def test_svi_gaussian_noise(examples):
+    results = examples("svi_gaussian_noise").main(["--quick"])
+    assert results["failed"] == []  # known noise variances recovered, held-out LL near truth

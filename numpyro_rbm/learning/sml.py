@@ -25,11 +25,33 @@ update from the previous parameters :math:`\theta'` (whose last transition the c
 .. math::
 
     \log Z_\theta = \log Z_{\theta'}
-        + \log \frac1M \sum_j e^{F_{\theta'}(v_j) - F_\theta(v_j)},
+        + \log \bar w + \frac{\hat\sigma^2_w}{2 M \bar w^2},
+    \qquad \bar w = \frac1M \sum_j w_j, \quad w_j = e^{F_{\theta'}(v_j) - F_\theta(v_j)},
 
-whose delta-method variance :math:`\widehat{\mathrm{Var}}(w)/(M \bar w^2)` is accumulated. The
-reported error covers these sampling errors only, not the bias of chains that lag behind
-:math:`p_{\theta'}`; the age (updates since the last refresh) says how far it has drifted.
+whose delta-method variance :math:`\hat\sigma^2_w/(M \bar w^2)` is accumulated. The
+second-order (delta-method) term :math:`\hat\sigma^2_w/(2M\bar w^2)` corrects the log of a
+mean, which is low by :math:`\mathrm{Var}(\bar w)/(2\bar w^2)` on average (Jensen), a bias
+the steps would add up.
+
+The larger bias is the chains' lag: persistent chains trail :math:`p_{\theta'}` while the
+parameters move, and the lag biases every step the same way (to first order the step
+measures :math:`\Delta\theta\cdot\mathbb E_{q}[-\nabla F]` with the chains' distribution
+:math:`q` where :math:`\mathbb E_{p_{\theta'}}[-\nabla F]` is due, and learning moves
+:math:`\theta` towards the data, away from the chains, so the estimate falls behind). No
+statistic of the chains alone shows it; a fresh estimate does. So each refresh measures the
+drift rate :math:`r = |\Delta|/\text{age}`, with :math:`\Delta` the fresh minus the tracked
+value (sampling noise included, which errs on the side of early refreshes), and with a
+``tolerance`` :math:`\tau` the next refresh comes as soon as
+
+.. math::
+
+    \text{age}\cdot r + \text{stderr} > \tau
+    \quad\text{or}\quad \text{age} \ge 2 \cdot \text{(the last interval)}
+    \quad\text{or}\quad \text{age} \ge \text{refresh\_every}:
+
+the interval adapts to the measured drift and at most doubles from one refresh to the next,
+so a rate that grows between refreshes is caught (until a first measurement the rate is
+infinite: the second refresh comes one update after the first).
 
 References:
     * L. Younes, *Parametric inference for imperfectly observed Gibbsian fields*, Probability
@@ -58,6 +80,7 @@ __all__ = [
     "TrackedLogZ",
     "fresh_log_z",
     "tracked_step",
+    "refresh_due",
     "refreshed",
     "initial_tracked",
 ]
@@ -97,6 +120,10 @@ class TrackedLogZ(NamedTuple):
     age: jax.Array
     #: The parameters the estimate refers to.
     anchor: RBMParams
+    #: The drift rate measured at the last refresh (nats per update; infinite before).
+    drift_rate: jax.Array = math.inf
+    #: The age at the last refresh (updates between the last two refreshes).
+    last_interval: jax.Array = 0
 
 
 def fresh_log_z(key, params: RBMParams, *, ais_runs: int = 100, ais_betas: int = 1000):
@@ -113,28 +140,54 @@ def fresh_log_z(key, params: RBMParams, *, ais_runs: int = 100, ais_betas: int =
 def tracked_step(tracked: TrackedLogZ, params: RBMParams, chains) -> TrackedLogZ:
     r"""Moves the estimate from ``tracked.anchor`` to ``params`` by importance sampling with
     the ``chains`` ``(M, n_visible)`` (approximately drawn from the anchor's model):
-    :math:`\log w_j = F_{\theta'}(v_j) - F_\theta(v_j)`."""
+    :math:`\log w_j = F_{\theta'}(v_j) - F_\theta(v_j)`, :math:`\log\bar w` plus its
+    second-order bias correction :math:`\hat\sigma^2_w/(2M\bar w^2)`."""
     log_w = free_energy(tracked.anchor, chains) - free_energy(params, chains)
     m = log_w.shape[0]
     delta = jax.nn.logsumexp(log_w) - math.log(m)
     w = jnp.exp(log_w - jnp.max(log_w))
     rel_var = jnp.var(w, ddof=1) / (m * jnp.square(jnp.mean(w)))
-    return TrackedLogZ(tracked.log_z + delta, tracked.variance + rel_var, tracked.age + 1, params)
+    log_z = tracked.log_z + delta + 0.5 * rel_var
+    return tracked._replace(
+        log_z=log_z, variance=tracked.variance + rel_var, age=tracked.age + 1, anchor=params
+    )
 
 
-def refreshed(key, tracked: TrackedLogZ, refresh_every: int, **fresh_options) -> TrackedLogZ:
-    """``tracked`` replaced by a :func:`fresh_log_z` at its anchor once it is
-    ``refresh_every`` updates old (age 0 then)."""
+def refresh_due(tracked: TrackedLogZ, refresh_every: int, tolerance: float | None = None):
+    r"""Whether ``tracked`` is ``refresh_every`` updates old or, with a ``tolerance``
+    (nats), whether :math:`\text{age}\cdot r + \text{stderr}` exceeds it or the age is twice
+    the last interval (see the module's docstring)."""
+    due = tracked.age >= refresh_every
+    if tolerance is None:
+        return due
+    bound = tracked.age * tracked.drift_rate + jnp.sqrt(tracked.variance)
+    doubled = tracked.age >= 2 * jnp.maximum(tracked.last_interval, 1)
+    return due | (bound > tolerance) | doubled
+
+
+def refreshed(
+    key, tracked: TrackedLogZ, refresh_every: int, tolerance: float | None = None,
+    **fresh_options,
+) -> TrackedLogZ:  # fmt: skip
+    """``tracked`` replaced by a :func:`fresh_log_z` at its anchor when :func:`refresh_due`
+    (age 0 then), with the drift rate it measured."""
 
     def refresh(t):
         value, variance = fresh_log_z(key, t.anchor, **fresh_options)
-        return TrackedLogZ(value, variance, jnp.zeros_like(t.age), t.anchor)
+        measured = jnp.isfinite(t.log_z) & (t.age > 0)
+        rate = jnp.where(measured, jnp.abs(value - t.log_z) / jnp.maximum(t.age, 1), jnp.inf)
+        rate = rate.astype(jnp.result_type(t.drift_rate))
+        return TrackedLogZ(value, variance, jnp.zeros_like(t.age), t.anchor, rate, t.age)
 
-    return jax.lax.cond(tracked.age >= refresh_every, refresh, lambda t: t, tracked)
+    due = refresh_due(tracked, refresh_every, tolerance)
+    return jax.lax.cond(due, refresh, lambda t: t, tracked)
 
 
 def initial_tracked(params: RBMParams, refresh_every: int) -> TrackedLogZ:
-    """An estimate that is due for a refresh (its value is never reported before that)."""
+    """An estimate that is due for a refresh (its value, NaN, is never reported before
+    that), with no drift rate measured yet."""
     dtype = params.weights.dtype
     zero = jnp.zeros((), dtype)
-    return TrackedLogZ(zero, zero, jnp.asarray(refresh_every, jnp.int32), params)
+    nan, inf = jnp.full((), jnp.nan, dtype), jnp.full((), jnp.inf, dtype)
+    age = jnp.asarray(refresh_every, jnp.int32)
+    return TrackedLogZ(nan, zero, age, params, inf, jnp.zeros((), jnp.int32))
