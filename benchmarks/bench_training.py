@@ -24,9 +24,11 @@ Sections (each prints its rows; all rows go to the JSON written with ``--out``):
   optimum -ln 30 (target >= -3.45 on every seed).
 * ``quality``: exact average test log-likelihood on the digits split with 16 and 20 hidden
   units for CD-1, PCD-1 (no centering), PCD-1 with centering (the default) and parallel
-  tempering, all with ``epochs=100`` and otherwise default settings; ``BernoulliRBM`` trained
-  for the same number of parameter updates; and the exact maximum-likelihood ceiling
-  (full-batch Adam on the exact gradient) at 16 hidden units.
+  tempering, all with ``epochs=100`` and otherwise default settings, and the tuned setting
+  (PCD-1, centering, 300 epochs, Adam 0.03, ``l1_decay=1e-3``, chosen on a validation split
+  by ``tune_digits.py``); ``BernoulliRBM`` trained for the 100 epochs' number of parameter
+  updates; and the exact maximum-likelihood ceiling (full-batch Adam on the exact gradient)
+  at 16 hidden units.
 
 ``--quick`` (about 2-3 minutes on 2 cores): speed with fewer repetitions and rows, one
 bars-and-stripes seed, no quality section.
@@ -293,11 +295,16 @@ def bas(seeds, n_hidden=16):
 
 # --- quality on digits ------------------------------------------------------------------------
 
+# The tuned setting: chosen on a validation split of the training digits (tune_digits.py,
+# docs/training.md), not the default because its L1 penalty lowers bars-and-stripes below its
+# target (the benchmark there measures the fit of the training patterns themselves).
+TUNED = dict(epochs=300, learning_rate=0.03, l1_decay=1e-3)
 METHODS = {
     "CD-1": dict(method="cd", centering=False),
     "PCD-1": dict(method="pcd", centering=False),
     "PCD-1 + centering (default)": dict(method="pcd"),
     "PT (10 temperatures, centered)": dict(method="pt"),
+    "PCD-1 + centering, tuned (300 epochs, Adam 0.03, L1 1e-3)": dict(method="pcd", **TUNED),
 }
 
 
@@ -344,20 +351,17 @@ def quality(hidden_sizes=(16, 20), epochs=100, seeds=range(5)):
             test_lls, train_lls = [], []
             for seed in seeds:
                 res = fit(
-                    data.train,
-                    n_hidden,
-                    epochs=epochs,
-                    seed=seed,
-                    progress=False,
-                    eval_every=None,
-                    **kwargs,
-                )
+                    data.train, n_hidden, seed=seed, progress=False, eval_every=None,
+                    **(dict(epochs=epochs) | kwargs),
+                )  # fmt: skip
                 test_lls.append(exact_ll(res.params, data.test))
                 train_lls.append(exact_ll(res.params, data.train))
             test_ll = float(np.mean(test_lls))
+            n_epochs = kwargs.get("epochs", epochs)
             note = (
                 f"mean of seeds {seeds[0]}-{seeds[-1]}: sd {np.std(test_lls, ddof=1):.3f}, "
-                f"range [{min(test_lls):.3f}, {max(test_lls):.3f}]; {updates} updates; "
+                f"range [{min(test_lls):.3f}, {max(test_lls):.3f}]; {n_epochs * (n // batch)} "
+                "updates; "
                 f"train LL {np.mean(train_lls):.3f}; {time.perf_counter() - t0:.0f} s"
             )
             r = row(
