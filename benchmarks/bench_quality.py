@@ -126,6 +126,14 @@ class Curve(NamedTuple):
     epochs: np.ndarray
 
 
+START = time.perf_counter()
+
+
+def clock() -> str:
+    """Seconds since the script started, for the progress lines."""
+    return f"{time.perf_counter() - START:6.1f} s"
+
+
 def geometric_epochs(last: int, n: int) -> list[int]:
     """About ``n`` epochs from 1 to ``last``, evenly spaced on a log scale, ``last`` included."""
     return sorted({int(round(e)) for e in np.geomspace(1, last, n)} | {last})
@@ -265,14 +273,15 @@ def run_dataset(split: Split, seeds, lrs, sk_epochs, points, ours_epochs=None, c
         for seed in seeds:
             setup = runs[0].setup_s if runs else None
             runs.append(ours_curve(split, f"ours {name}", kwargs, seed, points, setup))
-            print(f"{split.name} ours {name} seed {seed}: test {runs[-1].test[-1]:.3f}, "
-                  f"train {runs[-1].seconds[-1]:.2f} s, set-up {runs[0].setup_s:.2f} s",
+            last = runs[-1]
+            print(f"[{clock()}] {split.name} ours {name} seed {seed}: test {last.test[-1]:.3f}, "
+                  f"train {last.seconds[-1]:.2f} s, set-up {runs[0].setup_s:.2f} s",
                   flush=True)  # fmt: skip
         ours[name] = (mean_curve(runs), runs)
     sk_runs = {lr: [sklearn_curve(split, lr, s, sk_epochs, points) for s in seeds] for lr in lrs}
     sk_means = [mean_curve(r) for r in sk_runs.values()]
     for c in sk_means:
-        print(f"{split.name} {c.label}: best valid {c.valid.max():.3f}, final test "
+        print(f"[{clock()}] {split.name} {c.label}: best valid {c.valid.max():.3f}, final test "
               f"{c.test[-1]:.3f}, {c.seconds[-1]:.2f} s", flush=True)  # fmt: skip
     sk_best, at = best_on_validation(sk_means)
     level, sk_seconds = float(sk_best.test[at]), float(sk_best.seconds[at])
@@ -372,7 +381,8 @@ def plot(results: dict, path, title: str) -> None:
         ax.set_ylabel("test log-likelihood per example (nats)")
         ax.set_title(name)
         top = max(float(np.max(c.test)) for c in [*curves["sklearn"], *others])
-        ax.set_ylim(info["level"] - max(2.0, 0.04 * abs(info["level"])), top + 0.3)
+        bottom = info["level"] - max(2.0, 0.04 * abs(info["level"]))
+        ax.set_ylim(bottom, top + 0.05 * (top - bottom))
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -430,7 +440,7 @@ def main(argv=None):
          "(scikit-learn on the CPU)")  # fmt: skip
     extra = {"curves": dumps, "figure": "images/" + Path(args.figure).name}
     path = write_results("quality", rows, args.out, extra)
-    print(f"wrote {path} and {args.figure}")
+    print(f"[{clock()}] wrote {path} and {args.figure}")
 
 
 if __name__ == "__main__":
