@@ -8,7 +8,8 @@
 Each ``benchmarks/bench_<name>.py`` runs as a subprocess with ``--quick`` (unless ``--full``)
 and ``--out benchmarks/results/<name>.json``, and must write
 ``{"benchmark", "device", "rows": [ROW, ...]}`` with ``ROW = {"case", "metric", "ours",
-"baseline", "baseline_value", "ratio", "target", "met", "note"}``. A benchmark that fails, times
+"baseline", "baseline_value", "ratio", "target", "met", "note"}`` (and optionally ``"figure"``,
+a path relative to ``docs/`` shown under its table). A benchmark that fails, times
 out or writes something else gets one row saying so (its old results file is not reused). Then
 ``benchmarks/results/summary.json`` (machine, date, mode, every row) and ``docs/benchmarks.md``
 (one table per benchmark) are written from the results files of this run.
@@ -169,6 +170,8 @@ def render(summary: dict) -> str:
                 notes.append(f"{where}: {r['note']}")
         if notes:
             lines += ["", "Notes:", ""] + [f"- {cell(n)}" for n in dict.fromkeys(notes)]
+        if payload.get("figure"):  # a path relative to docs/, written by the benchmark
+            lines += ["", f"![{name}: the figure of this run]({payload['figure']})"]
         lines.append("")
     return "\n".join(lines)
 
