@@ -579,7 +579,8 @@ def _train(args, folder, config) -> int:
     epochs = (
         f"{config['epochs']} epochs"
         if config["epochs"] is not None
-        else "fit's default epochs (100, or more to make 10,000 updates)"
+        else f"fit's default epochs ({learning.fitting.DEFAULT_EPOCHS}, or more to make "
+        f"{learning.fitting.MIN_UPDATES:,} updates)"
     )
     say(
         f"training: {config['hidden']} {config['hidden_units']} hidden units, "
