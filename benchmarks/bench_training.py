@@ -19,9 +19,12 @@ Sections (each prints its rows; all rows go to the JSON written with ``--out``):
   eval_every=None)`` on the digits (64 x 16, batch 10) and on 784 x 500 (batch 100) with
   2,000 rows (``--quick``) or 60,000 (the accelerator benchmark's size). On a GPU,
   ``bench_gpu.py`` measures the same cost as wall time (a 1-epoch call minus one epoch).
-* ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, on the 30
-  bars-and-stripes 4x4 patterns (not tiled); exact log-likelihood per pattern against the
-  optimum -ln 30 (target >= -3.45 on every seed).
+* ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, and the same
+  with ``l1_decay=0`` (the penalty off: memorisation), on the 30 bars-and-stripes 4x4
+  patterns (not tiled); exact log-likelihood per pattern against the optimum -ln 30 (target
+  >= -3.45 on every seed). The defaults' L1 penalty trades this memorisation for held-out
+  likelihood, so the defaults' rows read "NOT met" with that cause; the ``l1_decay=0`` rows
+  carry the target.
 * ``quality``: exact average test log-likelihood on the digits split with 16 and 20 hidden
   units for CD-1, PCD-1 (no centering), PCD-1 with centering and parallel tempering at the
   earlier defaults (``epochs=100``, ``learning_rate=0.01``, ``l1_decay=0``), and ``fit``'s
@@ -267,28 +270,47 @@ def speed(quick: bool):
 # --- bars-and-stripes -------------------------------------------------------------------------
 
 
+# The bars-and-stripes rows: fit's defaults as they are, and the same with the L1 penalty off.
+# The 30 patterns are the whole distribution, so the target (>= -3.45 per pattern, optimum
+# -ln 30) asks for memorisation, which the defaults' penalty (l1_decay=1e-3, chosen for
+# held-out likelihood on digits, docs/training.md) trades away: -3.466..-3.471 on seeds 0-2.
+BAS_SETTINGS = {
+    "PT defaults": dict(),
+    "PT, l1_decay=0 (memorisation)": dict(l1_decay=0.0),
+}
+BAS_CAUSE = {
+    "PT defaults": "the L1 penalty (l1_decay=1e-3) costs the memorisation this target asks for; "
+    "the l1_decay=0 row has the target",
+    "PT, l1_decay=0 (memorisation)": "",
+}
+
+
 def bas(seeds, n_hidden=16):
     patterns = datasets.bars_and_stripes(4)
     rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        res = fit(patterns, n_hidden, method="pt", seed=seed, progress=False)
-        ll = exact_ll(res.params, patterns)
-        epochs = res.history["epoch"][-1]
-        rows.append(
-            row(
-                f"bars-and-stripes 4x4, PT defaults, 16 hidden, seed {seed}",
-                "LL per pattern (nats)",
-                ll,
-                "optimum -ln 30",
-                -math.log(30),
-                target=">= -3.45",
-                note=f"{epochs} epochs = {epochs * 3} updates (fit's default), 30 patterns "
-                f"untiled; {time.perf_counter() - t0:.0f} s incl. compile and monitoring",
+    for name, kwargs in BAS_SETTINGS.items():
+        for seed in seeds:
+            t0 = time.perf_counter()
+            res = fit(patterns, n_hidden, method="pt", seed=seed, progress=False, **kwargs)
+            ll = exact_ll(res.params, patterns)
+            epochs = res.history["epoch"][-1]
+            met = bool(ll >= -3.45)
+            cause = "" if met or not BAS_CAUSE[name] else f"; not met: {BAS_CAUSE[name]}"
+            rows.append(
+                row(
+                    f"bars-and-stripes 4x4, {name}, 16 hidden, seed {seed}",
+                    "LL per pattern (nats)",
+                    ll,
+                    "optimum -ln 30",
+                    -math.log(30),
+                    target=">= -3.45",
+                    note=f"{epochs} epochs = {epochs * 3} updates (fit's default), 30 patterns "
+                    f"untiled; {time.perf_counter() - t0:.0f} s incl. compile and monitoring"
+                    + cause,
+                )
             )
-        )
-        rows[-1]["met"] = bool(ll >= -3.45)
-        print_rows(rows[-1:])
+            rows[-1]["met"] = met
+            print_rows(rows[-1:])
     return rows
 
 
