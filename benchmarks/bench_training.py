@@ -19,16 +19,18 @@ Sections (each prints its rows; all rows go to the JSON written with ``--out``):
   eval_every=None)`` on the digits (64 x 16, batch 10) and on 784 x 500 (batch 100) with
   2,000 rows (``--quick``) or 60,000 (the accelerator benchmark's size). On a GPU,
   ``bench_gpu.py`` measures the same cost as wall time (a 1-epoch call minus one epoch).
-* ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, on the 30
-  bars-and-stripes 4x4 patterns (not tiled); exact log-likelihood per pattern against the
-  optimum -ln 30 (target >= -3.45 on every seed).
+* ``bas``: ``fit(patterns, 16, method="pt", seed=s)`` with nothing else set, and the same
+  with ``l1_decay=0`` (the penalty off: memorisation), on the 30 bars-and-stripes 4x4
+  patterns (not tiled); exact log-likelihood per pattern against the optimum -ln 30 (target
+  >= -3.45 on every seed). The defaults' L1 penalty trades this memorisation for held-out
+  likelihood, so the defaults' rows read "NOT met" with that cause; the ``l1_decay=0`` rows
+  carry the target.
 * ``quality``: exact average test log-likelihood on the digits split with 16 and 20 hidden
-  units for CD-1, PCD-1 (no centering), PCD-1 with centering (the default) and parallel
-  tempering, all with ``epochs=100`` and otherwise default settings, and the tuned setting
-  (PCD-1, centering, 300 epochs, Adam 0.03, ``l1_decay=1e-3``, chosen on a validation split
-  by ``tune_digits.py``); ``BernoulliRBM`` trained for the 100 epochs' number of parameter
-  updates; and the exact maximum-likelihood ceiling (full-batch Adam on the exact gradient)
-  at 16 hidden units.
+  units for CD-1, PCD-1 (no centering), PCD-1 with centering and parallel tempering at the
+  earlier defaults (``epochs=100``, ``learning_rate=0.01``, ``l1_decay=0``), and ``fit``'s
+  defaults as they are (PCD-1, centering, 300 epochs, Adam 0.03, ``l1_decay=1e-3``);
+  ``BernoulliRBM`` trained for the 100 epochs' number of parameter updates; and the exact
+  maximum-likelihood ceiling (full-batch Adam on the exact gradient) at 16 hidden units.
 
 ``--quick`` (about 2-3 minutes on 2 cores): speed with fewer repetitions and rows, one
 bars-and-stripes seed, no quality section.
@@ -58,7 +60,7 @@ import numpyro_rbm as nrbm
 from numpyro_rbm import datasets
 from numpyro_rbm.core import RBMParams, free_energy
 from numpyro_rbm.partition import log_partition
-from numpyro_rbm.training import base_rate_bias, fit
+from numpyro_rbm.training import DEFAULT_EPOCHS, MIN_UPDATES, base_rate_bias, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -268,43 +270,62 @@ def speed(quick: bool):
 # --- bars-and-stripes -------------------------------------------------------------------------
 
 
+# The bars-and-stripes rows: fit's defaults as they are, and the same with the L1 penalty off.
+# The 30 patterns are the whole distribution, so the target (>= -3.45 per pattern, optimum
+# -ln 30) asks for memorisation, which the defaults' penalty (l1_decay=1e-3, chosen for
+# held-out likelihood on digits, docs/training.md) trades away: -3.466..-3.471 on seeds 0-2.
+BAS_SETTINGS = {
+    "PT defaults": dict(),
+    "PT, l1_decay=0 (memorisation)": dict(l1_decay=0.0),
+}
+BAS_CAUSE = {
+    "PT defaults": "the L1 penalty (l1_decay=1e-3) costs the memorisation this target asks for; "
+    "the l1_decay=0 row has the target",
+    "PT, l1_decay=0 (memorisation)": "",
+}
+
+
 def bas(seeds, n_hidden=16):
     patterns = datasets.bars_and_stripes(4)
     rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        res = fit(patterns, n_hidden, method="pt", seed=seed, progress=False)
-        ll = exact_ll(res.params, patterns)
-        epochs = res.history["epoch"][-1]
-        rows.append(
-            row(
-                f"bars-and-stripes 4x4, PT defaults, 16 hidden, seed {seed}",
-                "LL per pattern (nats)",
-                ll,
-                "optimum -ln 30",
-                -math.log(30),
-                target=">= -3.45",
-                note=f"{epochs} epochs = {epochs * 3} updates (fit's default), 30 patterns "
-                f"untiled; {time.perf_counter() - t0:.0f} s incl. compile and monitoring",
+    for name, kwargs in BAS_SETTINGS.items():
+        for seed in seeds:
+            t0 = time.perf_counter()
+            res = fit(patterns, n_hidden, method="pt", seed=seed, progress=False, **kwargs)
+            ll = exact_ll(res.params, patterns)
+            epochs = res.history["epoch"][-1]
+            met = bool(ll >= -3.45)
+            cause = "" if met or not BAS_CAUSE[name] else f"; not met: {BAS_CAUSE[name]}"
+            rows.append(
+                row(
+                    f"bars-and-stripes 4x4, {name}, 16 hidden, seed {seed}",
+                    "LL per pattern (nats)",
+                    ll,
+                    "optimum -ln 30",
+                    -math.log(30),
+                    target=">= -3.45",
+                    note=f"{epochs} epochs = {epochs * 3} updates (fit's default), 30 patterns "
+                    f"untiled; {time.perf_counter() - t0:.0f} s incl. compile and monitoring"
+                    + cause,
+                )
             )
-        )
-        rows[-1]["met"] = bool(ll >= -3.45)
-        print_rows(rows[-1:])
+            rows[-1]["met"] = met
+            print_rows(rows[-1:])
     return rows
 
 
 # --- quality on digits ------------------------------------------------------------------------
 
-# The tuned setting: chosen on a validation split of the training digits (tune_digits.py,
-# docs/training.md), not the default because its L1 penalty lowers bars-and-stripes below its
-# target (the benchmark there measures the fit of the training patterns themselves).
-TUNED = dict(epochs=300, learning_rate=0.03, l1_decay=1e-3)
+# The earlier defaults (Adam 0.01, no penalty) for 100 epochs: the rows measured before the
+# defaults changed to Adam 0.03, l1_decay 1e-3 and 300 epochs (chosen on a validation split of
+# the training digits, docs/training.md); the last row is fit's defaults as they are.
+EARLIER = dict(epochs=100, learning_rate=0.01, l1_decay=0.0)
 METHODS = {
-    "CD-1": dict(method="cd", centering=False),
-    "PCD-1": dict(method="pcd", centering=False),
-    "PCD-1 + centering (default)": dict(method="pcd"),
-    "PT (10 temperatures, centered)": dict(method="pt"),
-    "PCD-1 + centering, tuned (300 epochs, Adam 0.03, L1 1e-3)": dict(method="pcd", **TUNED),
+    "CD-1": dict(method="cd", centering=False, **EARLIER),
+    "PCD-1": dict(method="pcd", centering=False, **EARLIER),
+    "PCD-1 + centering (earlier defaults)": dict(method="pcd", **EARLIER),
+    "PT (10 temperatures, centered)": dict(method="pt", **EARLIER),
+    "PCD-1 + centering (default)": dict(),
 }
 
 
@@ -351,13 +372,14 @@ def quality(hidden_sizes=(16, 20), epochs=100, seeds=range(5)):
             test_lls, train_lls = [], []
             for seed in seeds:
                 res = fit(
-                    data.train, n_hidden, seed=seed, progress=False, eval_every=None,
-                    **(dict(epochs=epochs) | kwargs),
-                )  # fmt: skip
+                    data.train, n_hidden, seed=seed, progress=False, eval_every=None, **kwargs
+                )
                 test_lls.append(exact_ll(res.params, data.test))
                 train_lls.append(exact_ll(res.params, data.train))
             test_ll = float(np.mean(test_lls))
-            n_epochs = kwargs.get("epochs", epochs)
+            n_epochs = kwargs.get("epochs") or max(
+                DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / (n // batch))
+            )
             note = (
                 f"mean of seeds {seeds[0]}-{seeds[-1]}: sd {np.std(test_lls, ddof=1):.3f}, "
                 f"range [{min(test_lls):.3f}, {max(test_lls):.3f}]; {n_epochs * (n // batch)} "

@@ -89,6 +89,8 @@ def train_prior(train, n_hidden, epochs, seed):
         n_hidden,
         epochs=epochs,
         weight_decay=WEIGHT_DECAY,
+        learning_rate=0.01,  # the step and (no) L1 penalty its size and length were chosen with
+        l1_decay=0.0,
         eval_every=None,
         seed=seed,
     )

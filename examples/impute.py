@@ -79,7 +79,7 @@ def impute_csv(path, out_path, *, n_hidden, epochs, draws, seed):
     train, std = datasets.standardize(table[complete], name=f"{path} (complete rows)")
     fit = nrbm.fit(
         train, n_hidden, visible_units="gaussian", epochs=epochs, batch_size=20,
-        learning_rate=0.005, eval_every=None, seed=seed, progress=False,
+        learning_rate=0.005, l1_decay=0.0, eval_every=None, seed=seed, progress=False,
     )  # fmt: skip
     rows = np.flatnonzero(~complete)
     z = std.apply(np.where(missing[rows], 0.0, table[rows]))
@@ -100,7 +100,7 @@ def impute_fasta(path, out_path, *, n_hidden, epochs, draws, seed):
     potts = Potts(len(AMINO_ACIDS))
     fit = nrbm.fit(
         seqs[complete], n_hidden, visible_units=potts, epochs=epochs, batch_size=20,
-        eval_every=None, seed=seed, progress=False,
+        learning_rate=0.01, l1_decay=0.0, eval_every=None, seed=seed, progress=False,
     )  # fmt: skip
     rows = np.flatnonzero(~complete)
     values = np.where(missing[rows], 0, seqs[rows])

@@ -39,6 +39,9 @@ SEEDS = 3  # training seeds of the full run, whose gaps are averaged
 # so the mean of 3 has sd about 0.09 and 0.5 is 3 sd away. Quick (20 epochs) seeds 0-9:
 # 0.55..0.94, mean 0.79, sd 0.12; 1.6 is 6.8 sd away (docs/training.md, audit_examples.md).
 MAX_GAP, QUICK_MAX_GAP = 0.5, 1.6
+# The step size and (no) L1 penalty those gaps were measured with (fit's defaults until they
+# became Adam 0.03 with l1_decay=1e-3; docs/training.md).
+SETTINGS = dict(learning_rate=0.01, l1_decay=0.0)
 
 
 def remove_pixels(x, fraction, seed):
@@ -110,7 +113,7 @@ def main(argv=None):
                        f"{epochs} epochs ...")  # fmt: skip
             fit = nrbm.fit(
                 train, 16, epochs=epochs, eval_every=None, seed=seed, progress=False,
-                impute_sweeps=args.impute_sweeps,
+                impute_sweeps=args.impute_sweeps, **SETTINGS,
             )  # fmt: skip
             lls[name].append(float(jnp.mean(nrbm.RBM(fit.params).log_prob(data.test))))
             print(f"  exact held-out log-likelihood {lls[name][-1]:.3f} nats per digit "

@@ -66,7 +66,7 @@ def main(argv=None):
         report.say(f"training 32 {hidden} hidden units, {epochs} epochs ...")
         fit = nrbm.fit(
             data.train, 32, hidden_units=hidden, epochs=epochs, learning_rate=0.005,
-            eval_every=None, seed=args.seed,
+            l1_decay=0.0, eval_every=None, seed=args.seed,  # no penalty, as measured
         )  # fmt: skip
         report.say(f"AIS and RAISE with {betas} betas ...")
         key = jax.random.key(args.seed + 1)

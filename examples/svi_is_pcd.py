@@ -99,8 +99,9 @@ def main(argv=None):
     ll_svi = float(nrbm.log_likelihood(params, data.test).mean)
     report.say(f"fit: the same settings, seed {args.seed}")
     result = nrbm.fit(
-        data.train, N_HIDDEN, epochs=epochs, seed=args.seed, eval_every=None, progress=False
-    )
+        data.train, N_HIDDEN, epochs=epochs, seed=args.seed, eval_every=None, progress=False,
+        learning_rate=0.01, l1_decay=0.0,  # SVI's step size, and no penalty: the same objective
+    )  # fmt: skip
     ll_fit = float(nrbm.log_likelihood(result.params, data.test).mean)
     gap = ll_svi - ll_fit
     report.check(

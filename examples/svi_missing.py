@@ -87,8 +87,9 @@ def main(argv=None):
     kept = np.array_equal(np.asarray(imputations)[~removed], incomplete[~removed])
     report.say(f"fit: the same incomplete digits and settings, seed {args.seed}")
     result = nrbm.fit(
-        incomplete, N_HIDDEN, epochs=epochs, seed=args.seed, eval_every=None, progress=False
-    )
+        incomplete, N_HIDDEN, epochs=epochs, seed=args.seed, eval_every=None, progress=False,
+        learning_rate=0.01, l1_decay=0.0,  # SVI's step size, and no penalty: the same objective
+    )  # fmt: skip
     ll_fit = float(nrbm.log_likelihood(result.params, data.test).mean)
     gap = ll_svi - ll_fit
     max_shortfall = MAX_SHORTFALL[args.quick]

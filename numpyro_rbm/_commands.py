@@ -463,6 +463,16 @@ def fit_defaults() -> dict:
     return {option: parameters[name].default for option, name in FIT_OPTIONS.items()}
 
 
+def _fit_default(name):
+    """The default of :func:`numpyro_rbm.fit`'s argument ``name`` (one `train` uses without
+    an option of its own, such as ``l1_decay``), read from fit's signature."""
+    import inspect
+
+    from .learning import fitting
+
+    return inspect.signature(fitting.fit).parameters[name].default
+
+
 def _train_config(args, folder):
     """Command-line options, falling back to the stored config on --resume, then defaults
     (``fit``'s own, :func:`fit_defaults`, for the options it shares)."""
@@ -579,12 +589,13 @@ def _train(args, folder, config) -> int:
     epochs = (
         f"{config['epochs']} epochs"
         if config["epochs"] is not None
-        else "fit's default epochs (100, or more to make 10,000 updates)"
+        else f"fit's default epochs ({learning.fitting.DEFAULT_EPOCHS}, or more to make "
+        f"{learning.fitting.MIN_UPDATES:,} updates)"
     )
     say(
         f"training: {config['hidden']} {config['hidden_units']} hidden units, "
         f"{config['method'].upper()}, {epochs}, batch {config['batch_size']}, "
-        f"learning rate {config['learning_rate']}, "
+        f"learning rate {config['learning_rate']}, L1 penalty {_fit_default('l1_decay')}, "
         f"{'float64' if config['float64'] else 'float32'}"
     )
     try:

@@ -164,7 +164,7 @@ def _add_train(sub):
         "--epochs",
         type=int,
         metavar="N",
-        help=f"passes over the data ({_FIT}: 100, or more for 10,000 updates)",
+        help=f"passes over the data ({_FIT}: 300, or more for 10,000 updates)",
     )
     add("--batch-size", type=int, metavar="N", help=f"examples per step ({_FIT})")
     add("--learning-rate", type=float, metavar="LR", help=f"initial Adam step size ({_FIT})")

@@ -631,6 +631,6 @@ def test_train_defaults_are_fits(tmp_path):
     for option, name in cli.FIT_OPTIONS.items():
         assert config[option] == signature[name].default, option
     assert (config["float64"], signature["dtype"].default) == (False, "float32")
-    assert (config["batch_size"], config["learning_rate"]) == (10, 0.01)
+    assert (config["batch_size"], config["learning_rate"]) == (10, 0.03)
     # the parser leaves them unset, so they cannot drift from fit's
     assert all(cli.TRAIN_DEFAULTS[option] is None for option in cli.FIT_OPTIONS)

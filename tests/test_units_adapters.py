@@ -359,6 +359,7 @@ def test_constant_and_near_constant_columns_train_to_finite_models(units):
         vis = units
     monitored = units != "bernoulli"  # fit's pseudo-log-likelihood, which was NaN for these
     fit = nrbm.fit(data, 3, visible_units=vis, epochs=5, batch_size=20, seed=0, progress=False,
+                   learning_rate=0.01, l1_decay=0.0,  # the audit's setting (audit_sample.md)
                    log_likelihood=None, eval_every=5 if monitored else None)  # fmt: skip
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(fit.params))
     if monitored:

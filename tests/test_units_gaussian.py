@@ -237,7 +237,7 @@ def _fit_errors(seed):
         true_ll = float(jnp.mean(RBM(true).log_prob(jnp.asarray(data))))
     fit = nrbm.fit(
         data, 2, visible_units="gaussian", epochs=40, batch_size=50, learning_rate=0.02,
-        eval_every=None, progress=False, seed=seed,
+        l1_decay=0.0, eval_every=None, progress=False, seed=seed,  # maximum likelihood
     )  # fmt: skip
     p = fit.params
     with jax.enable_x64(True):

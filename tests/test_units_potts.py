@@ -195,7 +195,7 @@ def _fit_errors(seed):
         true_ll = float(jnp.mean(RBM(true).log_prob(jnp.asarray(data))))
     fit = nrbm.fit(
         data, 3, visible_units=Potts(q), epochs=30, batch_size=50, learning_rate=0.02,
-        eval_every=None, progress=False, seed=seed,
+        l1_decay=0.0, eval_every=None, progress=False, seed=seed,  # maximum likelihood
     )  # fmt: skip
     seqs = np.array(list(itertools.product(range(q), repeat=n_sites)))
     with jax.enable_x64(True):

@@ -174,7 +174,7 @@ def _fit_errors(seed):
         data = vs[idx]
     fit = nrbm.fit(
         data, 3, hidden_units="relu", epochs=40, batch_size=50, learning_rate=0.02,
-        eval_every=None, progress=False, seed=seed,
+        l1_decay=0.0, eval_every=None, progress=False, seed=seed,  # maximum likelihood
     )  # fmt: skip
     assert set(fit.params.hidden_unit_params) == {"log_gamma"}
     with jax.enable_x64(True):
