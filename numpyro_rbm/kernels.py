@@ -91,13 +91,22 @@ def tempered_params(params: RBMParams, betas, base_bias) -> RBMParams:
     r"""The tempered RBMs :math:`(\beta W,\ \beta b + (1-\beta) b_0,\ \beta c)`, batched over
     the axes of ``betas`` (a scalar gives one RBM): :math:`\beta = 1` is the model,
     :math:`\beta = 0` the independent base-rate model with visible bias :math:`b_0`. Unit
-    parameters (Gaussian precisions, ReLU curvatures) are shared by every rung."""
+    parameters (Gaussian precisions, ReLU curvatures) are shared by every rung: broadcast to
+    the ladder's batch axes like every other leaf, so that the ladder is one batched
+    :class:`RBMParams` that ``jax.vmap`` and slicing along the rungs take leaf by leaf."""
     betas = jnp.asarray(betas, params.weights.dtype)
     b = betas[..., None]
+    batch = jnp.broadcast_shapes(betas.shape, params.batch_shape)
+
+    def shared(unit_params):
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, batch + jnp.shape(x)[-1:]), unit_params)
+
     return params.replace(
         weights=b[..., None] * params.weights,
         visible_bias=b * params.visible_bias + (1 - b) * base_bias,
         hidden_bias=b * params.hidden_bias,
+        visible_unit_params=shared(params.visible_unit_params),
+        hidden_unit_params=shared(params.hidden_unit_params),
     )
 
 

@@ -128,14 +128,20 @@ class SML:
 
     def init_state(self, key, params: RBMParams) -> dict:
         """The state before the first run: the phase's chains from ``init_data`` (random
-        layer states when there is none) and a tracked estimate due for a refresh."""
+        layer states when there is none) and a tracked estimate due for a refresh.
+
+        Every run evaluates it (``numpyro.mutable`` takes its initial value), also inside a
+        compiled SVI update, where JAX would trace even constant rows; computing on
+        ``init_data`` at trace time keeps them concrete, so that phases may compute from
+        them with NumPy (parallel tempering's base-rate model)."""
         data = self.init_data
         if data is None:
             data = _random_rows(key, params, getattr(self.phase, "num_chains", 100))
-        else:  # concrete rows: phases may compute from them (PT's base-rate model)
-            data = jnp.asarray(np.asarray(data, params.weights.dtype))
         try:
-            chains = self.phase.init(key, params, data, data.shape[0])
+            with jax.ensure_compile_time_eval():  # concrete inputs give concrete values
+                if self.init_data is not None:
+                    data = jnp.asarray(np.asarray(data, params.weights.dtype))
+                chains = self.phase.init(key, params, data, data.shape[0])
         except jax.errors.TracerArrayConversionError:
             raise ValueError(
                 f"{type(self.phase).__name__}.init computes from its starting rows (e.g. "

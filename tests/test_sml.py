@@ -2,6 +2,7 @@
 and exact enumeration, SVI's update against the learning engine's ``loss_gradient``, the tracked
 value, and the errors for contexts and states where the chains cannot persist."""
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -131,7 +132,7 @@ def test_svi_update_is_the_engines_pcd_update():
     sml = nrbm.sml(PHASE)
     svi = SVI(rbm_model, no_guide, optax.sgd(1.0 / 40), Trace_ELBO())
     batches = [data[10 * i : 10 * (i + 1)] for i in range(3)]
-    state = svi.init(jax.random.key(0), batches[0], 40, init, sml)
+    state = jax.jit(svi.init, static_argnums=(2, 4))(jax.random.key(0), batches[0], 40, init, sml)
     update = jax.jit(svi.update, static_argnums=(2, 4))
     for batch in batches:
         before = _params(svi.get_params(state), units)
@@ -148,6 +149,116 @@ def test_svi_update_is_the_engines_pcd_update():
         assert new_chains.shape == chains.shape and bool(jnp.any(new_chains != chains))
         # The loss is -(n_total/B) sum_n log p(v_n) with the exact log Z.
         np.testing.assert_allclose(loss, -40 * jnp.mean(lp), rtol=1e-5)
+
+
+# Parallel tempering: 3 replicas of 20 chains (the model's is the last).
+PT_PHASE = nrbm.learning.pt(1, 20, 3)
+PT_VISIBLE = ("bernoulli", "gaussian")
+
+
+def pt_model(visible):
+    """A 5 x 3 model and 40 rows: Bernoulli (test_derivation's), or Gaussian visible units
+    with distinct log precisions (-0.6 to 0.6) and standard normal rows; float32."""
+    if visible == "bernoulli":
+        init, data = make_params(UNITS[0]), make_data(UNITS[0], n=40)
+    else:
+        init = make_params(("gaussian", "bernoulli"), scale=0.3)
+        log_precision = jnp.linspace(-0.6, 0.6, N_VISIBLE)
+        init = init.replace(visible_unit_params={"log_precision": log_precision})
+        data = np.random.default_rng(2).normal(size=(40, N_VISIBLE))
+    to32 = partial(jnp.asarray, dtype=jnp.float32)
+    return jax.tree.map(to32, init), to32(data)
+
+
+def rbms_model(batches, n_total, inits, smls):
+    """One observed, subsampled RBM site per model, each with its own ``sml``; every leaf of
+    each ``init`` (unit parameters included) is a ``numpyro.param``. (Two RBMs in one model:
+    one compilation for both unit types.)"""
+    for j, (batch, init, sml) in enumerate(zip(batches, inits, smls, strict=True)):
+        leaves, treedef = jax.tree.flatten(init)
+        leaves = [numpyro.param(f"rbm{j}_leaf{i}", x) for i, x in enumerate(leaves)]
+        rbm = nrbm.RBM(jax.tree.unflatten(treedef, leaves), log_z=sml)
+        with numpyro.plate(f"n{j}", n_total, subsample_size=batch.shape[0]):
+            numpyro.sample(f"v{j}", rbm, obs=batch)
+
+
+@jax.jit
+def expected_pt_steps(params, batches, v_models):
+    """Per model: the engine's gradient at ``v_model``, and the exact mean log-likelihood of
+    the batch."""
+
+    def one(p, batch, v_model):
+        ll = jnp.mean(-nrbm.free_energy(p, batch)) - nrbm.partition.log_partition(p)
+        return nrbm.loss_gradient(p, batch, v_model), ll
+
+    return [one(*args) for args in zip(params, batches, v_models, strict=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PTStart(nrbm.learning.PT):
+    """PT's initial state, left as it is: ``svi.init`` with it compiles no sweeps, so PT's
+    step compiles once, in the update."""
+
+    def step(self, key, params, state, batch):
+        return state.replicas[-1], state, {}
+
+
+PT_START = PTStart(PT_PHASE.k, PT_PHASE.num_chains, PT_PHASE.num_temperatures)
+
+
+def test_svi_update_is_the_engines_pt_update():
+    """``sml(pt(...))`` for Bernoulli and for Gaussian visible units: SVI with SGD at step
+    size 1 / n_total moves every leaf (the log precisions included) by ``-loss_gradient`` at
+    the minibatch and at the phase's beta = 1 replica after the update's sweeps and swaps
+    (PT's negative samples, as in ``fit``), to float32 precision; the replicas advance and the
+    ladder stays. Regression test: with Gaussian units the tempered ladder's unit parameters
+    stopped the trace with a ``vmap`` size error, and PT's base-rate model could not be
+    computed from ``init_data`` inside the compiled update."""
+    models = [pt_model(visible) for visible in PT_VISIBLE]
+    inits, data = tuple(m[0] for m in models), [m[1] for m in models]
+    treedefs = [jax.tree.structure(init) for init in inits]
+    paths = [[jax.tree_util.keystr(k) for k, _ in jax.tree.leaves_with_path(i)] for i in inits]
+
+    def smls(phase):
+        return tuple(
+            nrbm.sml(phase, value="exact", init_data=rows, name=f"rbm_sml_{visible}")
+            for visible, rows in zip(PT_VISIBLE, data, strict=True)
+        )
+
+    def current(state):
+        p = svi.get_params(state)
+        params = tuple(
+            jax.tree.unflatten(t, [p[f"rbm{j}_leaf{i}"] for i in range(t.num_leaves)])
+            for j, t in enumerate(treedefs)
+        )
+        sites = zip(pt_smls, inits, strict=True)
+        return params, [state.mutable_state[s.name][s.state_key(i)] for s, i in sites]
+
+    svi = SVI(rbms_model, no_guide, optax.sgd(1.0 / 40), Trace_ELBO())
+    init_svi, update = (jax.jit(f, static_argnums=(2, 4)) for f in (svi.init, svi.update))
+    pt_smls = smls(PT_PHASE)
+    state = init_svi(jax.random.key(0), tuple(d[:10] for d in data), 40, inits, smls(PT_START))
+    for step in range(2):
+        batches = tuple(d[10 * (step + 1) : 10 * (step + 2)] for d in data)
+        before, chains = current(state)
+        state, loss = update(state, batches, 40, inits, pt_smls)
+        after, advanced = current(state)
+        expected = expected_pt_steps(before, batches, [a.replicas[-1] for a in advanced])
+        for visible, old, new, b, a, (grad, _), names in zip(
+            PT_VISIBLE, chains, advanced, before, after, expected, paths, strict=True
+        ):
+            assert new.replicas.shape == (3, 20, N_VISIBLE)
+            assert np.any(np.asarray(new.replicas) != np.asarray(old.replicas)), visible
+            np.testing.assert_array_equal(new.betas, old.betas)
+            np.testing.assert_array_equal(new.base_bias, old.base_bias)
+            moves = jax.tree.map(lambda x, y: np.asarray(x) - np.asarray(y), a, b)
+            leaves = zip(names, jax.tree.leaves(moves), jax.tree.leaves(grad), strict=True)
+            for name, moved, want in leaves:
+                np.testing.assert_allclose(
+                    moved, -want, rtol=1e-5, atol=1e-6, err_msg=f"{visible}{name}"
+                )
+        # The loss is -(n_total/B) sum_n log p(v_n) over both sites, with the exact log Z.
+        np.testing.assert_allclose(loss, -40 * sum(ll for _, ll in expected), rtol=1e-5)
 
 
 @pytest.mark.statistical

@@ -230,6 +230,32 @@ def test_parallel_tempering_gives_the_exact_gradient(x64, small_model):
     _assert_z_family((np.asarray(chains[0]).mean(0) - 0.5) / (0.5 / math.sqrt(4000)))
 
 
+def test_tempered_ladder_shares_the_unit_parameters():
+    """Rung t of ``tempered_params`` over a vector of betas is ``tempered_params`` at beta_t,
+    leaf by leaf, its unit parameters the model's: Gaussian visible units (5, as many as the
+    rungs, where a ladder that left them unbatched had ``vmap`` map the t-th precision onto
+    rung t without an error) and dReLU hidden units (3: a ``vmap`` size error)."""
+    rng = np.random.default_rng(0)
+    params = RBMParams(jnp.zeros((5, 3)), jnp.zeros(5), jnp.zeros(3), "gaussian", "drelu")
+    params = params.replace(  # distinct values in every leaf
+        visible_unit_params=params.visible_units.init_unit_params(5),
+        hidden_unit_params=params.hidden_units.init_unit_params(3),
+    )
+    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), params)
+    betas, base = jnp.linspace(0.0, 1.0, 5), jnp.asarray(rng.normal(size=5))
+    ladder = training.tempered_params(params, betas, base)
+    assert ladder.batch_shape == (5,)
+    for t in range(5):
+        rung = jax.tree.map(lambda x, t=t: x[t], ladder)
+        want = training.tempered_params(params, betas[t], base)
+        for got, expected in zip(jax.tree.leaves(rung), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(got, expected, strict=True)
+        units = (rung.visible_unit_params, rung.hidden_unit_params)
+        model = (params.visible_unit_params, params.hidden_unit_params)
+        for got, expected in zip(jax.tree.leaves(units), jax.tree.leaves(model), strict=True):
+            np.testing.assert_array_equal(got, expected, strict=True)
+
+
 @pytest.mark.statistical
 def test_cd1_gradient_has_its_exact_expectation(x64, small_model):
     """CD-1 is biased; its expectation is E_{v'~T(v'|v)} with T = sum_h p(h|v) p(v'|h).
