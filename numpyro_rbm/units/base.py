@@ -471,15 +471,21 @@ def _checks_on_device(units, dtype) -> bool:
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _checked_layer(units, dtype, x):
     """The layer in ``dtype`` and ``(any, row, column)`` of the first missing (NaN) and the
-    first bad entry, in one pass."""
-    nan = jnp.isnan(x) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.zeros(x.shape, bool)
-    return units.to_layer(x, dtype), _first_true(nan), _first_true(units.invalid_data(x))
+    first bad entry, in one pass: each entry's two flags are OR-reduced along its row, and
+    only the first flagged row is looked at again."""
 
+    def flags(y):
+        nan = jnp.isnan(y) if jnp.issubdtype(y.dtype, jnp.floating) else jnp.zeros(y.shape, bool)
+        return nan.astype(jnp.uint8) | (units.invalid_data(y).astype(jnp.uint8) << 1)
 
-def _first_true(mask):
-    rows = jnp.any(mask, axis=1)
-    row = jnp.argmax(rows)
-    return jnp.any(rows), row, jnp.argmax(mask[row])
+    rows = jax.lax.reduce(flags(x), np.uint8(0), jax.lax.bitwise_or, (1,))
+
+    def first(bit):
+        hit = (rows & bit) != 0
+        row = jnp.argmax(hit)
+        return jnp.any(hit), row, jnp.argmax((flags(x[row]) & bit) != 0)
+
+    return units.to_layer(x, dtype), first(1), first(2)
 
 
 def _host_layer(arr, units, name, n_visible, dtype, missing, seed):
