@@ -10,6 +10,7 @@ from the spread measured over many (tests/audit_learn.md gives the figures).
 
 import math
 import time
+import tracemalloc
 import types
 import warnings
 
@@ -461,6 +462,26 @@ def test_training_loop_compiles_once_per_settings_and_shapes(bas3, caplog):
     assert first.history["epoch"] == second.history["epoch"] == [2, 4, 5]
     assert first.timings["compile_s"] > 0 and second.timings["train_s"] > 0
     assert not np.array_equal(first.params.weights, second.params.weights)
+
+
+def test_fit_checks_and_reads_the_data_on_the_device_without_a_host_copy():
+    """fit's fixed cost per call (issue 17): the data go to the device once and are checked,
+    encoded and summarised there (units.device_layer), so a warm call allocates no host copy
+    of them (NumPy reports its allocations to tracemalloc; XLA's buffers are not Python's).
+    A float64 host copy, as before, would peak at twice the data's size."""
+    x = (np.random.default_rng(3).random((4000, 256)) < 0.3).astype(np.float32)  # 4 MiB
+    kwargs = dict(epochs=1, batch_size=100, eval_every=None, progress=False)
+    fit(x, 3, **kwargs)  # compile
+    tracemalloc.start()
+    try:
+        result = fit(x, 3, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < x.nbytes / 8, f"a warm fit allocated {peak} bytes of host memory"
+    # Any real, integer or boolean dtype, NumPy or JAX: the same model.
+    for data in (x.astype(bool), x.astype(np.uint8), jnp.asarray(x)):
+        np.testing.assert_array_equal(fit(data, 3, **kwargs).params.weights, result.params.weights)
 
 
 def test_default_epochs_guarantee_enough_updates():

@@ -2,6 +2,7 @@
 log-partition, the registry and specs, data checks, random states and site values."""
 
 import dataclasses
+import re
 from typing import ClassVar
 
 import jax
@@ -146,6 +147,47 @@ def test_check_data_names_the_first_bad_entry_for_every_unit_type():
         units.check_data(np.zeros((5, 3)), "bernoulli", n_visible=4)
     layer = units.check_data(np.array([[0, 2], [1, 1]]), "potts(3)")
     np.testing.assert_array_equal(layer, [[1, 0, 0, 0, 0, 1], [0, 1, 0, 0, 1, 0]])
+
+
+@pytest.mark.parametrize("spec", ["bernoulli", "spin", "gaussian", "potts(3)"])
+def test_the_device_check_agrees_with_the_host_check(spec):
+    """device_layer (fit's check: on the device, issue 17) accepts exactly what check_data
+    accepts, encodes it the same, and raises check_data's own message, for data of every
+    dtype fit takes (float, int, bool; NumPy or JAX)."""
+    rng = np.random.default_rng(5)
+    unit = units.as_unit_type(spec)
+    good = {
+        "bernoulli": rng.integers(0, 2, (40, 6)),
+        "spin": 2 * rng.integers(0, 2, (40, 6)) - 1,
+        "gaussian": rng.integers(-3, 4, (40, 6)),
+        "potts(3)": rng.integers(0, 3, (40, 6)),
+    }[spec]
+    host = units.check_data(good, unit)
+    kinds = [good.astype(np.float64), good.astype(np.float32), good, jnp.asarray(good)]
+    if spec == "bernoulli":
+        kinds.append(good.astype(bool))
+    for data in kinds:
+        layer, observed = units.device_layer(data, unit, "data", host.shape[1], jnp.float32)
+        assert observed is None and layer.dtype == jnp.float32
+        np.testing.assert_array_equal(layer, host)
+    for value in (0.5, np.inf, 7.0, -1.0, 2.0):
+        bad = good.astype(np.float64)
+        bad[17, 4] = value
+        try:
+            units.check_data(bad, unit)
+        except ValueError as err:
+            with pytest.raises(ValueError, match=f"^{re.escape(str(err))}$"):
+                units.device_layer(bad, unit)
+        else:
+            assert units.device_layer(bad, unit)[0].shape == host.shape
+    bad = good.astype(np.float64)
+    bad[3, 2] = np.nan  # missing: refused with the caller's explanation, or imputed
+    with pytest.raises(ValueError, match=r"^data row 3, column 2 is missing \(NaN\): why$"):
+        units.device_layer(bad, unit, missing="why")
+    layer, observed = units.device_layer(bad, unit, missing=True)
+    assert observed is not None and not observed[3].all() and observed[:3].all()
+    with pytest.raises(ValueError, match="columns but the model has 5 visible units"):
+        units.device_layer(good, unit, n_visible=5)
 
 
 def test_one_base_rate_bias_for_every_caller():

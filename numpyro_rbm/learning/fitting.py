@@ -31,7 +31,7 @@ from .. import diagnostics, io
 from .._progress import Progress
 from ..core import RBMParams, init_params
 from ..normalisable import check_normalisable, require_normalisable
-from ..units import as_unit_type, base_rate_bias, check_data, check_incomplete_data
+from ..units import as_unit_type, base_rate_bias, device_layer
 from .missing import IncompleteData
 from .monitors import MonitorContext, default_monitors
 from .negative import NegativePhase, from_method
@@ -270,26 +270,20 @@ def _negative_phase(method, k, num_chains, num_temperatures):
     return from_method(method, k, num_chains, num_temperatures), method
 
 
-def _check_test_data(test_data, vis, n_visible):
-    """The held-out layer; NaN is refused (its log-likelihood would need the observed
-    entries' marginal, which the monitors do not compute)."""
-    try:
-        arr = np.asarray(test_data)
-    except Exception:  # ragged lists and the like: check_data says what is wrong
-        arr = None
-    if arr is not None and arr.dtype.kind == "f" and np.isnan(arr).any():
-        row, col = np.argwhere(np.isnan(arr))[0]
-        raise ValueError(
-            f"test_data row {row}, column {col} is missing (NaN): held-out examples must be "
-            "complete (the monitors compute the log-likelihood of whole examples); drop the "
-            "incomplete rows from test_data"
-        )
-    return check_data(test_data, vis, "test_data", n_visible)
+def _check_test_data(test_data, vis, n_visible, dtype):
+    """The held-out layer on the device; NaN is refused (its log-likelihood would need the
+    observed entries' marginal, which the monitors do not compute)."""
+    refuse = (
+        "held-out examples must be complete (the monitors compute the log-likelihood of "
+        "whole examples); drop the incomplete rows from test_data"
+    )
+    return device_layer(test_data, vis, "test_data", n_visible, dtype, missing=refuse)[0]
 
 
 def _configure(data, test_data, n_hidden, a: dict):
-    """Checks every argument; returns ``(FitConfig, train, test, observed)`` (float64 NumPy
-    layers; ``observed`` is the mask of observed units of incomplete data, else ``None``)."""
+    """Checks every argument; returns ``(FitConfig, train, test, observed)`` (the layers on
+    the device in the training dtype, checked there: :func:`~numpyro_rbm.units.device_layer`;
+    ``observed`` is the mask of observed units of incomplete data, else ``None``)."""
     phase, method = _negative_phase(a["method"], a["k"], a["num_chains"], a["num_temperatures"])
     vis, hid = as_unit_type(a["visible_units"]), as_unit_type(a["hidden_units"])
     n_hidden = _positive_int("n_hidden", n_hidden)
@@ -308,13 +302,15 @@ def _configure(data, test_data, n_hidden, a: dict):
         if not callable(fn):
             raise TypeError(f"callbacks and monitors must be callables, got {fn!r}")
     impute_sweeps = _positive_int("impute_sweeps", a["impute_sweeps"])
-    train, observed = check_incomplete_data(data, vis, "data", seed=int(a["seed"]))
+    train, observed = device_layer(
+        data, vis, "data", dtype=dtype, missing=True, seed=int(a["seed"])
+    )
     n = train.shape[0]
     if batch_size > n:
         raise ValueError(
             f"batch_size={batch_size} exceeds the {n} training examples; use batch_size <= {n}"
         )
-    test = None if test_data is None else _check_test_data(test_data, vis, train.shape[1])
+    test = None if test_data is None else _check_test_data(test_data, vis, train.shape[1], dtype)
     devices = a["devices"]
     if devices is not None:
         devices = _check_devices(devices, phase, batch_size)
@@ -340,37 +336,30 @@ def _configure(data, test_data, n_hidden, a: dict):
 # --- the initial state, checkpoints -----------------------------------------------------------
 
 
-def _initial_state(config: FitConfig, trainer: Trainer, host, train, keys, observed):
+def _initial_state(config: FitConfig, trainer: Trainer, train, keys, observed):
     """Model initialisation from the data (base-rate visible biases, small random weights,
     unit parameters from the data) and the trainer's state; returns it with the data the
-    loop reads. ``host`` is the checked layer (float64 NumPy), ``train`` the same on the
-    device in the training dtype: the host-side statistics read ``host``, so that the data
-    are never copied back from the device (a fixed cost of every call, issue 17). With
-    ``observed`` (incomplete data) the filled layer is also the imputations' start, and the
-    loop reads :class:`~.missing.IncompleteData`."""
+    loop reads. ``train`` is the checked layer on the device in the training dtype; the
+    statistics are computed there and only per-column figures come back (no pass of the
+    host over the data: a fixed cost of every call, issue 17). With ``observed`` (incomplete
+    data) the filled layer is also the imputations' start, and the loop reads
+    :class:`~.missing.IncompleteData`."""
     key_init, key_chains, key_run = keys
     vis, dtype = config.visible_units, config.dtype
     params = init_params(
-        key_init, host.shape[1], config.n_hidden, weight_scale=config.weight_scale,
-        visible_bias=base_rate_bias(host, vis), visible_units=vis,
+        key_init, train.shape[1], config.n_hidden, weight_scale=config.weight_scale,
+        visible_bias=base_rate_bias(train, vis), visible_units=vis,
         hidden_units=config.hidden_units, dtype=dtype,
     )  # fmt: skip
-    params = params.replace(visible_unit_params=vis.unit_params_from_data(host, dtype))
+    params = params.replace(visible_unit_params=vis.unit_params_from_data(train, dtype))
     require_normalisable(
         params, "fit's initial model (unit parameters from the data)", strict=True,
         fix="Standardise the data (numpyro_rbm.datasets.standardize) or lower weight_scale.",
     )  # fmt: skip
-    layer = jnp.asarray(train, dtype)
-    state = trainer.init(key_chains, params, layer, config.batch_size, key_run)
+    state = trainer.init(key_chains, params, train, config.batch_size, key_run)
     if observed is None:
-        return state, layer
-    return state._replace(imputations=layer), IncompleteData(layer, jnp.asarray(observed))
-
-
-def _to_device(layer: np.ndarray, dtype) -> jax.Array:
-    """The checked layer on the default device in the training dtype: one host cast and one
-    transfer (``jnp.asarray`` of a float64 array measured 1.4x the CPU time at 60,000 x 784)."""
-    return jax.device_put(np.asarray(layer, dtype))
+        return state, train
+    return state._replace(imputations=train), IncompleteData(train, jnp.asarray(observed))
 
 
 def _state_to_arrays(state: TrainState) -> dict:
@@ -793,10 +782,8 @@ def fit(
         impute_sweeps=config.impute_sweeps,
     )  # fmt: skip
     *keys, key_eval = jax.random.split(jax.random.key(config.seed), 5)[:4]
-    host, train = train, _to_device(train, config.dtype)
-    test = None if test is None else _to_device(test, config.dtype)
     signature = config.signature(*train.shape, 0 if observed is None else int(np.sum(~observed)))
-    state, train = _initial_state(config, trainer, host, train, tuple(keys), observed)
+    state, train = _initial_state(config, trainer, train, tuple(keys), observed)
     history, start = {}, 0
     if config.resume and os.path.exists(config.checkpoint_path):
         state, history, start = _resume(config.checkpoint_path, signature, state)

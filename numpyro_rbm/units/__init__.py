@@ -29,6 +29,7 @@ from .base import (
     base_rate_bias,
     check_data,
     check_incomplete_data,
+    device_layer,
     register_unit_type,
     registered_unit_types,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "base_rate_bias",
     "check_data",
     "check_incomplete_data",
+    "device_layer",
     "gaussian_to_cho",
     "gaussian_from_cho",
     "spin",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 from typing import ClassVar
 
@@ -30,6 +31,7 @@ __all__ = [
     "base_rate_bias",
     "check_data",
     "check_incomplete_data",
+    "device_layer",
 ]
 
 
@@ -200,9 +202,17 @@ class UnitType:
         raises a ``ValueError`` naming the first bad row and column and the fix."""
         raise ValueError(f"{self.name} units cannot be the visible layer of a trained RBM")
 
+    def invalid_data(self, x):
+        """The device counterpart of :meth:`prepare_data`'s check (jnp, traceable): the
+        elementwise boolean mask of the user data ``x`` (any real, integer or boolean dtype)
+        that are not values of these units. :func:`device_layer` uses it to check data where
+        they will be used, without a host copy; a type without it is checked on the host."""
+        raise NotImplementedError(f"{self.name} units check data on the host only")
+
     def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
         """Visible biases of the independent model matching the marginals of the layer
-        ``data`` ``(N, n_units)``, float64 NumPy."""
+        ``data`` ``(N, n_units)`` (NumPy, or a ``jax.Array`` on the device, which ``fit``
+        passes: read it with ``jnp`` to avoid a host copy), float64 NumPy."""
         raise ValueError(f"{self.name} units have no data-matched independent model")
 
     def unit_params_from_data(self, data, dtype=jnp.float32):
@@ -250,6 +260,10 @@ class TwoStateUnits(UnitType):
             )
         return arr
 
+    def invalid_data(self, x):
+        low, high = self.values
+        return ~((x == low) | (x == high))
+
     def site_log_conditional(self, x, log_ratio):
         r"""Two states: :math:`\log p(x_i \mid x_{-i}) = -\mathrm{softplus}(r_i(\bar x_i) -
         r_i(x_i))` with :math:`\bar x_i` the other value (Besag 1975)."""
@@ -272,9 +286,22 @@ class TwoStateUnits(UnitType):
         value :math:`x_+`, :math:`b_i = \operatorname{logit}(q_i)/(x_+ - x_-)`, since
         :math:`p(x_i = x_+) = \sigma((x_+ - x_-) b_i)` for an independent unit."""
         low, high = self.values
-        data = np.asarray(data, np.float64)
-        q = (np.sum(data == high, axis=0) + pseudocount) / (data.shape[0] + 2.0 * pseudocount)
+        n_high = column_count(data, high)  # exact integers: the same bias from either copy
+        q = (n_high + pseudocount) / (np.shape(data)[0] + 2.0 * pseudocount)
         return (np.log(q) - np.log1p(-q)) / (high - low)
+
+
+@jax.jit
+def _count_jit(x, value):
+    return jnp.sum(x == value, axis=0, dtype=jnp.int32)
+
+
+def column_count(data, value):
+    """How many entries of each column of ``data`` equal ``value`` (int NumPy): counted where
+    the data are, on the device for a ``jax.Array`` (only the counts come back)."""
+    if isinstance(data, jax.Array):
+        return np.asarray(_count_jit(data, value))
+    return np.sum(np.asarray(data) == value, axis=0)
 
 
 def first_bad(bad, name, what, fix):
@@ -288,8 +315,15 @@ def first_bad(bad, name, what, fix):
 
 def as_2d_float(data, name):
     """``data`` as a non-empty 2-D float64 NumPy array, or a ``ValueError`` saying why not."""
+    arr = np.asarray(as_2d_array(data, name))
+    return arr.astype(np.float64, copy=False)  # no copy of float64 data (callers never write)
+
+
+def as_2d_array(data, name):
+    """``data`` as a non-empty 2-D numeric array, not copied (a ``jax.Array`` stays one, a
+    NumPy array is returned as is), or a ``ValueError`` saying why not."""
     try:
-        arr = np.asarray(data)
+        arr = data if isinstance(data, jax.Array) else np.asarray(data)
     except Exception as err:  # ragged lists and the like
         raise ValueError(f"{name} must be a 2-D array of unit values: {err}") from err
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -299,7 +333,7 @@ def as_2d_float(data, name):
         )
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr.astype(np.float64, copy=False)  # no copy of float64 data (callers never write)
+    return arr
 
 
 def check_data(data, units, name: str = "data", n_visible: int | None = None, *, layer=False):
@@ -317,10 +351,7 @@ def check_data(data, units, name: str = "data", n_visible: int | None = None, *,
     units = as_unit_type(units)
     if not layer:
         arr = units.prepare_data(data, name)
-        if n_visible is not None and arr.shape[1] != n_visible:
-            raise ValueError(
-                f"{name} has {arr.shape[1]} columns but the model has {n_visible} visible units"
-            )
+        _check_width(arr.shape[1], n_visible, name)
         return arr
     arr = np.asarray(data)
     if arr.ndim != 2 or (n_visible is not None and arr.shape[-1] != n_visible):
@@ -383,6 +414,98 @@ def check_incomplete_data(data, units, name: str = "data", *, seed: int = 0):
     return layer, np.asarray(units.layer_mask(~missing), bool)
 
 
+def device_layer(
+    data, units, name: str = "data", n_visible: int | None = None, dtype=jnp.float32, *,
+    missing: bool | str = False, seed: int = 0,
+):  # fmt: skip
+    r""":func:`check_data` (and :func:`check_incomplete_data`) where the data will be used:
+    the data go to the device once, in their own dtype (or ``dtype`` where JAX cannot hold
+    theirs, e.g. 64-bit data without ``jax_enable_x64``: then checked as held in ``dtype``),
+    and one compiled pass checks them with the unit type's :meth:`UnitType.invalid_data` and
+    encodes them (:meth:`UnitType.to_layer`). Only the positions of the first missing and
+    the first bad entry come back; the message is built on the host when there is one (by
+    the host check, so it is :func:`check_data`'s). A ``jax.Array`` is not copied to the
+    host. Unit types without :meth:`UnitType.invalid_data`, and data with missing entries
+    (NaN) when ``missing=True``, go through the host checks.
+
+    Args:
+        missing: ``True``: NaN marks a missing entry (:func:`check_incomplete_data`);
+            a string: NaN is refused with this explanation; ``False``: NaN is a bad value.
+
+    Returns:
+        ``(layer, observed)``: the layer on the device in ``dtype`` ``(N, n_visible)``, and
+        the observed mask (NumPy) of incomplete data, else ``None``.
+    """
+    units, dtype = as_unit_type(units), jnp.dtype(dtype)
+    arr = as_2d_array(data, name)
+    if not _checks_on_device(units, arr.dtype):
+        return _host_layer(arr, units, name, n_visible, dtype, missing, seed)
+    held = arr.dtype if jax.dtypes.canonicalize_dtype(arr.dtype) == arr.dtype else dtype
+    x = arr if isinstance(arr, jax.Array) else jax.device_put(np.asarray(arr, held))
+    layer, first_nan, first_bad_entry = _checked_layer(units, dtype, x)
+    (has_nan, *nan_at), (has_bad, *bad_at) = jax.device_get((first_nan, first_bad_entry))
+    if has_nan and missing is not False:
+        if missing is True:
+            return _host_layer(arr, units, name, n_visible, dtype, missing, seed)
+        row, col = nan_at
+        raise ValueError(f"{name} row {row}, column {col} is missing (NaN): {missing}")
+    if has_nan or has_bad:
+        check_data(np.asarray(arr), units, name)  # raises the host check's message
+        row, col = bad_at if has_bad else nan_at
+        raise ValueError(
+            f"{name} row {row}, column {col}: {np.asarray(arr[row, col]).item()!r} is not a "
+            f"{units.name} value once held in {held} (e.g. it overflows); rescale the data "
+            "(numpyro_rbm.datasets.standardize) or enable 64-bit JAX"
+        )
+    _check_width(layer.shape[1], n_visible, name)
+    return layer, None
+
+
+def _checks_on_device(units, dtype) -> bool:
+    """Whether :func:`device_layer` checks on the device: a unit type with
+    :meth:`UnitType.invalid_data` and real, integer or boolean data."""
+    own = type(units).invalid_data is not UnitType.invalid_data
+    return own and np.dtype(dtype).kind in "biuf"
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _checked_layer(units, dtype, x):
+    """The layer in ``dtype`` and ``(any, row, column)`` of the first missing (NaN) and the
+    first bad entry, in one pass: each entry's two flags are OR-reduced along its row, and
+    only the first flagged row is looked at again."""
+
+    def flags(y):
+        nan = jnp.isnan(y) if jnp.issubdtype(y.dtype, jnp.floating) else jnp.zeros(y.shape, bool)
+        return nan.astype(jnp.uint8) | (units.invalid_data(y).astype(jnp.uint8) << 1)
+
+    rows = jax.lax.reduce(flags(x), np.uint8(0), jax.lax.bitwise_or, (1,))
+
+    def first(bit):
+        hit = (rows & bit) != 0
+        row = jnp.argmax(hit)
+        return jnp.any(hit), row, jnp.argmax((flags(x[row]) & bit) != 0)
+
+    return units.to_layer(x, dtype), first(1), first(2)
+
+
+def _host_layer(arr, units, name, n_visible, dtype, missing, seed):
+    arr = np.asarray(arr)
+    if missing is True:
+        layer, observed = check_incomplete_data(arr, units, name, seed=seed)
+        _check_width(layer.shape[1], n_visible, name)
+    else:
+        if isinstance(missing, str) and arr.dtype.kind == "f" and np.isnan(arr).any():
+            row, col = np.argwhere(np.isnan(arr))[0]
+            raise ValueError(f"{name} row {row}, column {col} is missing (NaN): {missing}")
+        layer, observed = check_data(arr, units, name, n_visible), None
+    return jax.device_put(np.asarray(layer, dtype)), observed
+
+
+def _check_width(width, n_visible, name):
+    if n_visible is not None and width != n_visible:
+        raise ValueError(f"{name} has {width} columns but the model has {n_visible} visible units")
+
+
 def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_params=None):
     r"""Visible biases of the *base-rate* model: independent units matching the data marginals
     (Hinton's guide), from the unit type's :meth:`~UnitType.bias_from_data`.
@@ -406,12 +529,24 @@ def base_rate_bias(data, units="bernoulli", pseudocount: float = 1.0, unit_param
     units = as_unit_type(units)
     if not pseudocount > 0:
         raise ValueError(f"pseudocount must be > 0, got {pseudocount}")
-    data = np.asarray(data, np.float64)
+    if not isinstance(data, jax.Array):  # a device layer is read where it is (issue 17)
+        data = np.asarray(data, np.float64)
     if data.ndim != 2 or data.shape[0] < 1:
         raise ValueError(f"data must have shape (num_examples, n_visible), got {data.shape}")
-    if not np.all(np.asarray(units.in_support(data))):
+    if not _all_in_support(units, data):
         raise ValueError(f"data has values outside {units.name} units' support {units.spec}")
     return units.bias_from_data(data, pseudocount, unit_params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _all_in_support_jit(units, x):
+    return jnp.all(units.in_support(x))
+
+
+def _all_in_support(units, data) -> bool:
+    if isinstance(data, jax.Array):
+        return bool(_all_in_support_jit(units, data))
+    return bool(np.all(np.asarray(units.in_support(data))))
 
 
 # --- units with learnable parameters ------------------------------------------------------

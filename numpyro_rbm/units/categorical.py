@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints
 
-from .base import UnitType, as_2d_float, first_bad, register_unit_type
+from .base import UnitType, as_2d_float, column_count, first_bad, register_unit_type
 
 __all__ = ["Potts"]
 
@@ -155,12 +155,13 @@ class Potts(UnitType):
         )
         return np.asarray(self.one_hot(arr.astype(np.int32), jnp.float32), np.float64)
 
+    def invalid_data(self, x):
+        whole = x == jnp.round(x) if jnp.issubdtype(x.dtype, jnp.floating) else True
+        return ~(whole & (x >= 0) & (x < self.q))
+
     def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
         r""":math:`b_{ia} = \log f_{ia} - \frac1q\sum_{a'} \log f_{ia'}` with the smoothed
         frequencies :math:`f_{ia} = (n_{ia} + \alpha)/(N + q\alpha)` (zero-sum gauge)."""
-        blocks = np.asarray(data, np.float64)
-        blocks = blocks.reshape(blocks.shape[0], -1, self.q)
-        log_f = np.log(blocks.sum(0) + pseudocount) - np.log(
-            blocks.shape[0] + self.q * pseudocount
-        )
+        counts = column_count(data, 1.0).reshape(-1, self.q)  # the one-hot layer's counts
+        log_f = np.log(counts + pseudocount) - np.log(np.shape(data)[0] + self.q * pseudocount)
         return (log_f - log_f.mean(-1, keepdims=True)).reshape(-1)

@@ -3,6 +3,7 @@ r"""Real-valued units: Gaussian visible units, ReLU and double-ReLU (dReLU) hidd
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar
 
@@ -124,6 +125,9 @@ class Gaussian(ParametricUnitType):
         )
         return arr
 
+    def invalid_data(self, x):
+        return ~jnp.isfinite(x)
+
     def unit_params_from_data(self, data, dtype=jnp.float32):
         r""":math:`\lambda_i = 1/\mathrm{Var}(v_i)`, the variance of the data as held in the
         training ``dtype``.
@@ -135,35 +139,53 @@ class Gaussian(ParametricUnitType):
                 near-constant column (a nonzero variance, however small) gets the finite
                 precision :math:`1/\mathrm{Var}(v_i)`.
         """
-        held = np.asarray(np.asarray(data, np.float64).astype(dtype), np.float64)
-        constant = np.flatnonzero(np.all(held == held[:1], axis=0))
+        first, constant, _, var = _moments(data, dtype)
+        constant = np.flatnonzero(constant)
         if constant.size:
             col, others = constant[0], constant[1:]
             also = ", ".join(map(str, others[:5])) + (", ..." if others.size > 5 else "")
             also = f" (also column(s) {also})" if others.size else ""
             raise ValueError(
-                f"data column {col} is constant (every value is {held[0, col]:g}){also}: a "
+                f"data column {col} is constant (every value is {first[col]:g}){also}: a "
                 "Gaussian unit on it would learn an infinite precision (its maximum-likelihood "
                 "variance is 0). Drop the column (it carries no information; put the value back "
                 "after sampling), or model it with noise of its measurement resolution"
             )
-        return {"log_precision": jnp.asarray(-np.log(np.var(held, axis=0)), dtype)}
+        return {"log_precision": jnp.asarray(-np.log(var), dtype)}
 
     def bias_from_data(self, data, pseudocount: float = 1.0, unit_params=None):
         r""":math:`b_i = \lambda_i \bar v_i`, so that :math:`p(v_i) = \mathcal N(\bar v_i,
         1/\lambda_i)` at :math:`W = 0`; :math:`\lambda` from ``unit_params`` (else from the
         data's variance)."""
-        data = np.asarray(data, np.float64)
+        _, _, mean, var = _moments(data)
         if unit_params is None:
-            log_lam = _log_precision_from_data(data)
+            log_lam = -np.log(np.maximum(var, 1e-6))
         else:
             log_lam = np.asarray(unit_params["log_precision"], np.float64)
         lam = np.exp(log_lam)
-        return lam * np.mean(data, axis=0)
+        return lam * mean
 
 
-def _log_precision_from_data(data):
-    return -np.log(np.maximum(np.var(np.asarray(data, np.float64), axis=0), 1e-6))
+def _moments(data, dtype=None):
+    """``(first row, constant columns, mean, variance)`` of ``data`` held in ``dtype`` (by
+    default as it is), float64 NumPy: computed where the data are, on the device for a
+    ``jax.Array`` (in float64 under ``jax_enable_x64``, else in float32, so the last bits
+    may differ from the host's float64 sums) and only the columns' figures come back."""
+    if isinstance(data, jax.Array):
+        out = _moments_jit(data, None if dtype is None else jnp.dtype(dtype))
+        return tuple(np.asarray(a, np.float64) if a.dtype != bool else np.asarray(a) for a in out)
+    held = np.asarray(data, np.float64)
+    if dtype is not None:
+        held = np.asarray(held.astype(dtype), np.float64)
+    constant = np.all(held == held[:1], axis=0)
+    return held[0], constant, np.mean(held, axis=0), np.var(held, axis=0)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _moments_jit(x, dtype):
+    held = x if dtype is None else x.astype(dtype)
+    held = held.astype(jax.dtypes.canonicalize_dtype(jnp.float64))  # float64 under x64
+    return held[0], jnp.all(held == held[:1], axis=0), jnp.mean(held, 0), jnp.var(held, 0)
 
 
 def gaussian_to_cho(weights, visible_bias, log_precision):
