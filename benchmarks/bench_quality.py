@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import SETTLE_S, print_rows, row, write_results
-from bench_training import exact_ml
+from bench_training import exact_ml, sklearn_params
 from sklearn.neural_network import BernoulliRBM
 from sklearn.utils import gen_even_slices
 
@@ -223,15 +223,6 @@ def sklearn_curve(split: Split, lr: float, seed: int, epochs: int, points: int) 
             seconds.append(elapsed)
             start = time.perf_counter()
     return evaluate(f"scikit-learn lr {lr:g}", split, snapshots, seconds, 0.0)
-
-
-def sklearn_params(rbm: BernoulliRBM) -> RBMParams:
-    # scikit-learn stores components_ as (n_hidden, n_visible): transpose to (n_v, n_h).
-    return RBMParams(
-        jnp.asarray(rbm.components_.T, jnp.float32),
-        jnp.asarray(rbm.intercept_visible_, jnp.float32),
-        jnp.asarray(rbm.intercept_hidden_, jnp.float32),
-    )
 
 
 def mean_curve(curves: list[Curve]) -> Curve:
